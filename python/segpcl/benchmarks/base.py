@@ -144,6 +144,36 @@ def task_sizes_from(n_classes: int, initial: int, increment: int) -> list[int]:
     return sizes
 
 
+class _Subset(Dataset):
+    def __init__(self, base: Dataset, indices: np.ndarray):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[int(self.indices[i])]
+
+
+def _first_per_class(targets: np.ndarray, limit: int) -> np.ndarray:
+    keep = np.zeros(len(targets), dtype=bool)
+    for c in np.unique(targets):
+        keep[np.nonzero(targets == c)[0][:limit]] = True
+    return np.nonzero(keep)[0]
+
+
+def limit_per_class(bench: Benchmark, max_train: int | None, max_test: int | None) -> Benchmark:
+    """The same benchmark with at most max_train / max_test images per class (the first ones)."""
+    train, test, train_t, test_t = bench.train, bench.test, bench.train_targets, bench.test_targets
+    if max_train is not None:
+        idx = _first_per_class(np.asarray(train_t), max_train)
+        train, train_t = _Subset(train, idx), np.asarray(train_t)[idx]
+    if max_test is not None:
+        idx = _first_per_class(np.asarray(test_t), max_test)
+        test, test_t = _Subset(test, idx), np.asarray(test_t)[idx]
+    return Benchmark(bench.name, bench.class_names, bench.templates, train, test, train_t, test_t, bench.notes)
+
+
 class _RemappedSubset(Dataset):
     """Samples of `base` at `indices`, with labels mapped from dataset ids to stream positions."""
 

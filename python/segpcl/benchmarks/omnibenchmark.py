@@ -1,0 +1,62 @@
+"""OmniBenchmark, the processed 300-class split used by the LAMDA code (ADAM/EASE/ENGINE...): a pre-split
+ImageFolder `{train,test}/<class folder>/` (10 tasks of 30). Names are cleaned from the folder names
+(numeric prefix dropped, underscores to spaces); duplicate names after cleaning are warned about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._files import ImageFileDataset, Locator, check_hint, make_benchmark, register_locator
+from .base import Benchmark, DataConfig, register_benchmark
+from .imagefolder import clean_class_name, is_split_imagefolder, read_split_imagefolder
+from .templates import OMNIBENCHMARK_TEMPLATES
+
+N_CLASSES = 300
+FOLDER = "omnibenchmark"
+SPLIT = "pre-split ImageFolder"
+
+
+def _detect(folder: Path) -> str | None:
+    return SPLIT if folder.is_dir() and is_split_imagefolder(folder) else None
+
+
+LOCATOR = register_locator(
+    Locator(
+        bench="omnibenchmark",
+        aliases=(FOLDER, "omnibench", "OmniBenchmark", "omni"),
+        detect=_detect,
+        expected=f"the processed 300-class {FOLDER}/ folder as a pre-split ImageFolder "
+        "{train,test}/<class folder>/<images>",
+    )
+)
+
+
+@register_benchmark(
+    "omnibenchmark",
+    n_classes=N_CLASSES,
+    initial=30,
+    increment=30,
+    description="OmniBenchmark (LAMDA 300-class split), 10 tasks of 30 ({train,test}/<class>/)",
+    is_present=LOCATOR.is_present,
+)
+def build_omnibenchmark(cfg: DataConfig) -> Benchmark:
+    folder, layout = LOCATOR.require(cfg)
+    s = read_split_imagefolder(folder)
+    hint = check_hint("omnibenchmark", cfg.data_root)
+    return make_benchmark(
+        "omnibenchmark",
+        cfg,
+        class_names=[clean_class_name(k) for k in s.classes],
+        class_keys=s.classes,
+        templates=OMNIBENCHMARK_TEMPLATES,
+        train=ImageFileDataset(s.train_paths, s.train_labels, cfg.image_size, cfg.strict, hint),
+        test=ImageFileDataset(s.test_paths, s.test_labels, cfg.image_size, cfg.strict, hint),
+        train_targets=s.train_labels,
+        test_targets=s.test_labels,
+        expected_classes=N_CLASSES,
+        notes={
+            "layout": layout,
+            "root": str(folder),
+            "names_source": f"class folder names under {s.train_dir}",
+        },
+    )

@@ -1,0 +1,246 @@
+"""The `segpcl` command line: parse options, build a typed config, call the library. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SegpclError
+
+
+def _overrides(pairs: list[tuple[str, object]], sets: tuple[str, ...]) -> dict:
+    from .config import parse_set
+
+    out: dict = {}
+    for key, value in pairs:
+        if value is None or value == () or value is False:
+            continue
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    extra = parse_set(list(sets))
+    for section, values in extra.items():
+        if isinstance(values, dict):
+            out.setdefault(section, {}).update(values)
+        else:
+            out[section] = values
+    return out
+
+
+def _zs_pairs(items: tuple[str, ...]) -> dict[str, str] | None:
+    from .errors import ConfigError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--zs-eval takes NAME=PATH (e.g. food101=/data/food-101/test), got {item!r}")
+        name, path = item.split("=", 1)
+        out[name] = path
+    return out
+
+
+class _Group(click.Group):
+    """Prints segpcl's own errors as one line without a traceback; exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SegpclError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="segpcl")
+def main():
+    """segpcl: exemplar-free continual learning of CLIP models with SeGP-CL."""
+
+
+@main.command()
+def info():
+    """Versions, CUDA devices, kernel backend and the native core's build."""
+    from .environment import environment
+    from .kernels import backend
+
+    env = environment()
+    for key, value in env.items():
+        click.echo(f"{key:>12}: {value}")
+    click.echo(f"{'kernels':>12}: {backend()} (set SEGPCL_KERNELS=torch|triton to force)")
+
+
+@main.command()
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Folder holding data sets.")
+def benches(data_root):
+    """List benchmarks with classes, tasks and whether their data is present."""
+    from .benchmarks.base import list_benchmarks, task_sizes_from
+
+    status = {}
+    if data_root is not None:
+        from .benchmarks.check import benchmark_status
+
+        status = {info.name: (present, detail) for info, present, detail in benchmark_status(data_root)}
+    click.echo(f"{'name':<14} {'classes':>7} {'tasks':>5}  {'data':<8} description")
+    for info in list_benchmarks():
+        tasks = len(task_sizes_from(info.n_classes, info.initial, info.increment))
+        if not info.needs_data:
+            present = "built-in"
+        elif info.name in status:
+            present = "ready" if status[info.name][0] else "missing"
+        else:
+            present = "-"
+        click.echo(f"{info.name:<14} {info.n_classes:>7} {tasks:>5}  {present:<8} {info.description}")
+        if info.name in status and status[info.name][1]:
+            click.echo(f"{'':<14} {status[info.name][1]}")
+
+
+def _train_options(fn):
+    options = [
+        click.option("--bench", default="toy", show_default=True, help="Benchmark (see `segpcl benches`)."),
+        click.option("--data-root", default=None, help="Folder of the benchmark's data set."),
+        click.option("--model", "arch", default=None, help="open_clip architecture, e.g. ViT-L-14-quickgelu."),
+        click.option("--pretrained", default=None, help="Local weights file (or an offline open_clip tag)."),
+        click.option("--epochs", type=int, default=None, help="Epochs per task."),
+        click.option("--seed", type=int, default=None, help="Random seed."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:N or auto."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None),
+        click.option("--initial", type=int, default=None, help="Classes in the first task."),
+        click.option("--increment", type=int, default=None, help="Classes per later task."),
+        click.option("--class-order", default=None, help="File with a class order (YAML/JSON/text)."),
+        click.option("--class-names", default=None, help="File overriding class names."),
+        click.option("--templates", default=None, help="File of prompt templates, one per line with {}."),
+        click.option("--strict", is_flag=True, default=False, help="Fail on unreadable images."),
+        click.option("--download", is_flag=True, default=False, help="Allow torchvision to download (CIFAR100)."),
+        click.option("--workers", type=int, default=None, help="DataLoader worker processes."),
+        click.option("--zs-eval", multiple=True, help="NAME=PATH of an ImageFolder set for zero-shot retention."),
+        click.option("--config", "config_file", default=None, help="YAML config file (over the preset)."),
+        click.option("--set", "sets", multiple=True, help="Override any config key: section.key=value."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _config_from_options(bench, method, kw) -> object:
+    from .config import resolve_config
+
+    pairs = [
+        ("data.data_root", kw["data_root"]),
+        ("model.arch", kw["arch"]),
+        ("model.pretrained", kw["pretrained"]),
+        ("model.precision", kw["precision"]),
+        ("train.epochs", kw["epochs"]),
+        ("train.seed", kw["seed"]),
+        ("train.device", kw["device"]),
+        ("data.initial", kw["initial"]),
+        ("data.increment", kw["increment"]),
+        ("data.class_order", kw["class_order"]),
+        ("data.class_names", kw["class_names"]),
+        ("data.templates", kw["templates"]),
+        ("data.strict", kw["strict"]),
+        ("data.download", kw["download"]),
+        ("data.num_workers", kw["workers"]),
+        ("data.zs_eval", _zs_pairs(kw["zs_eval"])),
+        ("method.name", method),
+    ]
+    return resolve_config(bench, kw["config_file"], _overrides(pairs, kw["sets"]))
+
+
+@main.command()
+@_train_options
+@click.option("--method", default=None, help="zeroshot, lora, lora+acgd, lora+acgd+tsgr, segpcl (default), ...")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue a run directory.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(bench, method, out, resume, quiet, **kw):
+    """Train a method on a class-incremental benchmark (default: SeGP-CL on the toy benchmark)."""
+    from .engine.trainer import run_training
+    from .report import accuracy_table
+
+    cfg = None if resume else _config_from_options(bench, method, kw)
+    result = run_training(cfg, out_dir=out, resume=resume, progress=not quiet)
+    click.echo(accuracy_table(result.metrics))
+    click.echo(f"run directory: {result.run_dir}")
+
+
+@main.command()
+@_train_options
+@click.option("--methods", default="zeroshot,lora,lora+acgd,lora+acgd+tsgr,segpcl,segpcl-textpgd,lora+distill-new",
+              show_default=True, help="Comma-separated methods (rows).")
+@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated seeds.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def ablate(bench, methods, seeds, out, quiet, **kw):
+    """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
+    from .ablation import run_ablation
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    kw = dict(kw, seed=None)
+    result = run_ablation(
+        lambda method, seed: _config_from_options(bench, method, dict(kw, seed=seed)),
+        method_list, seed_list, out, progress=not quiet, echo=click.echo,
+    )
+    click.echo(result["markdown"])
+    click.echo(f"results: {result['out']}")
+
+
+@main.group()
+def data():
+    """Data set tools."""
+
+
+@data.command("check")
+@click.option("--bench", required=True, help="Benchmark name.")
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Folder of the data set.")
+@click.option("--speed", is_flag=True, help="Also measure decode throughput (images/s).")
+@click.option("--workers", type=int, default=4, show_default=True, help="DataLoader workers for --speed.")
+def data_check(bench, data_root, speed, workers):
+    """Detect the layout, count classes and images, list unreadable files."""
+    from .benchmarks.base import DataConfig
+    from .benchmarks.check import check_benchmark
+
+    report = check_benchmark(bench, DataConfig(data_root=data_root), speed=speed, workers=workers)
+    click.echo(report.format_table())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def bench():
+    """Performance measurements."""
+
+
+@bench.command("overhead")
+@click.option("--model", "arch", default="tiny", show_default=True, help="tiny, toy-clip, or an open_clip arch.")
+@click.option("--pretrained", default=None, help="Local weights (random weights otherwise; costs only).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--anchors-per-step", type=int, default=None, help="Default: the method config's anchors_per_step.")
+@click.option("--classes", type=int, default=100, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results as JSON.")
+def bench_overhead(arch, pretrained, device, precision, batch_size, anchors_per_step, classes, repeats, json_path):
+    """Training and inference overhead of SeGP-CL over plain LoRA, measured side by side."""
+    from .overhead import OverheadConfig, format_overhead, measure_overhead
+
+    cfg = OverheadConfig(
+        arch=arch, pretrained=pretrained, device=device, precision=precision, batch_size=batch_size,
+        anchors_per_step=anchors_per_step, classes=classes, repeats=repeats,
+    )
+    result = measure_overhead(cfg)
+    click.echo(format_overhead(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

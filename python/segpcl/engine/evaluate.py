@@ -1,0 +1,33 @@
+"""Evaluation on the test images of all seen classes, counted per task."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..benchmarks.base import BAD_LABEL
+
+
+@torch.no_grad()
+def evaluate_seen(
+    predict, loader: DataLoader, task_of_class: np.ndarray, n_tasks_seen: int, device, progress: bool = True
+) -> tuple[list[int], list[int], int]:
+    """(correct per task, total per task, unreadable images skipped) for predictions over seen classes."""
+    correct = np.zeros(n_tasks_seen, dtype=np.int64)
+    total = np.zeros(n_tasks_seen, dtype=np.int64)
+    skipped = 0
+    task_of = torch.from_numpy(task_of_class)
+    for images, labels in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
+        keep = labels != BAD_LABEL
+        skipped += int((~keep).sum())
+        if not keep.any():
+            continue
+        images, labels = images[keep].to(device, non_blocking=True), labels[keep]
+        pred = predict(images).argmax(dim=1).cpu()
+        tasks = task_of[labels]
+        total += np.bincount(tasks.numpy(), minlength=n_tasks_seen)[:n_tasks_seen]
+        hit = (pred == labels).numpy()
+        correct += np.bincount(tasks.numpy()[hit], minlength=n_tasks_seen)[:n_tasks_seen]
+    return correct.tolist(), total.tolist(), skipped

@@ -1,0 +1,42 @@
+"""Versions and devices of this process, for `segpcl info`, metrics.json and benchmark results."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    import torch
+
+    from . import __version__
+    from .kernels import triton_status
+
+    try:
+        from ._core import build_info
+
+        core = build_info()
+    except ImportError as exc:  # the package is unusable without it, but `info` should still report
+        core = {"error": str(exc)}
+    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "segpcl": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "open_clip": _version("open_clip_torch"),
+        "peft": _version("peft"),
+        "numpy": _version("numpy"),
+        "triton": triton_status(),
+        "cuda_devices": devices,
+        "native_core": core,
+    }

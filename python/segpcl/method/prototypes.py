@@ -1,0 +1,97 @@
+"""Visual prototypes (a thin wrapper on the Rust `PrototypeBank`), anchor-induced migration, and the
+dual-path prediction p = (1 - beta) softmax(s cos(f, T)) + beta softmax(s_p cos(g, P)).
+
+The visual space of the prototypes is the model's L2-normalised image embedding, the same space as the
+text embeddings, so g = f and the prototype branch costs one C x d matrix product per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._core import PrototypeBank
+
+
+class PrototypeMemory:
+    def __init__(self, dim: int):
+        self.bank = PrototypeBank(dim)
+
+    def __len__(self) -> int:
+        return len(self.bank)
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Accumulate class sums and counts of features [N, d] with stream labels [N]."""
+        self.bank.update(
+            np.ascontiguousarray(features.detach().float().cpu().numpy()),
+            np.ascontiguousarray(labels.detach().long().cpu().numpy()),
+        )
+
+    def matrix(self, n_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1 (all must be present)."""
+        ids, means = self.bank.means()
+        if len(ids) < n_classes or not np.array_equal(ids[:n_classes], np.arange(n_classes)):
+            missing = sorted(set(range(n_classes)) - set(ids.tolist()))
+            raise ValueError(f"no prototype for classes {missing[:10]}")
+        return F.normalize(torch.from_numpy(means[:n_classes]).to(device), dim=-1)
+
+    def migrate(
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        classes: list[int],
+        mode: str = "gaussian",
+        sigma: float | None = None,
+        anchor_targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Move the prototypes of `classes` by the anchor drift; returns the shifts [len(classes), d].
+
+        sigma None: the median distance between each anchor's teacher feature and its target class's
+        prototype (falls back to the median anchor-to-prototype distance without targets).
+        """
+        b = np.ascontiguousarray(before.detach().float().cpu().numpy())
+        a = np.ascontiguousarray(after.detach().float().cpu().numpy())
+        if len(b) == 0 or not classes:
+            return torch.zeros(len(classes), self.bank.dim)
+        if sigma is None:
+            sigma = self.default_sigma(before, classes, anchor_targets)
+        targets = None
+        if anchor_targets is not None:
+            targets = np.ascontiguousarray(anchor_targets.detach().long().cpu().numpy())
+        shifts = self.bank.migrate(b, a, float(sigma), mode=mode, anchor_targets=targets, classes=list(classes))
+        return torch.from_numpy(np.asarray(shifts))
+
+    def default_sigma(self, before: torch.Tensor, classes: list[int], anchor_targets: torch.Tensor | None) -> float:
+        ids, means = self.bank.means()
+        pos = {int(c): i for i, c in enumerate(ids)}
+        protos = torch.from_numpy(means[[pos[c] for c in classes]])
+        dist = torch.cdist(before.detach().float().cpu(), protos)
+        if anchor_targets is not None:
+            col = torch.tensor([classes.index(int(t)) if int(t) in classes else 0 for t in anchor_targets])
+            d = dist.gather(1, col[:, None]).squeeze(1)
+        else:
+            d = dist.flatten()
+        return max(float(d.median()), 1e-6)
+
+    def state_dict(self) -> dict:
+        return self.bank.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.bank = PrototypeBank.from_state(state)
+
+
+def dual_path_probs(
+    features: torch.Tensor,
+    text: torch.Tensor,
+    prototypes: torch.Tensor | None,
+    logit_scale: float,
+    proto_scale: float,
+    beta: float,
+) -> torch.Tensor:
+    """Fused class probabilities [B, C]; beta = 0 (or no prototypes) is the CLIP path alone."""
+    clip_p = F.softmax(logit_scale * features @ text.T, dim=-1)
+    if prototypes is None or beta == 0:
+        return clip_p
+    proto_p = F.softmax(proto_scale * features @ prototypes.T, dim=-1)
+    return (1 - beta) * clip_p + beta * proto_p

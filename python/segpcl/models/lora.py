@@ -1,0 +1,78 @@
+"""LoRA on open_clip towers via peft, adapters saved in peft's format, and the frozen merged teacher."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils import load_peft_weights
+
+from ..config import LoraSection
+from ..errors import ConfigError
+from .clip import ClipModel
+
+_TOWER_PREFIX = {"visual": r"visual\.", "text": r""}
+
+
+def lora_target_regex(towers: list[str], targets: list[str]) -> str:
+    """A regex matching the residual-block modules that get LoRA in the chosen towers."""
+    unknown = set(towers) - set(_TOWER_PREFIX)
+    if unknown or not towers:
+        raise ConfigError(f"lora.towers must be a non-empty subset of [visual, text], got {towers}")
+    if not targets:
+        raise ConfigError("lora.targets is empty; e.g. [attn, mlp.c_fc, mlp.c_proj]")
+    if targets == ["attn.out_proj"] or targets == ["out_proj"]:
+        raise ConfigError(
+            "LoRA on out_proj alone is a silent no-op in open_clip 3.x (attention reads the weight directly); "
+            "target `attn` instead"
+        )
+    prefixes = "|".join(_TOWER_PREFIX[t] for t in towers)
+    names = "|".join(re.escape(t) for t in targets)
+    return rf"^(?:{prefixes})transformer\.resblocks\.\d+\.(?:{names})$"
+
+
+def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
+    """Wrap the open_clip model with peft LoRA; only LoRA parameters stay trainable."""
+    peft_cfg = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=lora_target_regex(cfg.towers, cfg.targets),
+    )
+    try:
+        model.clip = get_peft_model(model.clip, peft_cfg)
+    except ValueError as exc:
+        raise ConfigError(f"LoRA targets {cfg.targets} match no module of this model: {exc}") from exc
+    return model
+
+
+def lora_parameters(model: ClipModel) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.clip.named_parameters() if p.requires_grad and "lora_" in n]
+
+
+def save_adapter(model: ClipModel, folder: Path) -> None:
+    """Save the LoRA adapter in peft's own format (adapter_config.json + adapter_model.safetensors)."""
+    if not isinstance(model.clip, PeftModel):
+        return
+    model.clip.save_pretrained(str(folder))
+
+
+def load_adapter(model: ClipModel, folder: Path) -> None:
+    """Load adapter weights saved by `save_adapter` into a model that already has LoRA applied."""
+    weights = load_peft_weights(str(folder), device="cpu")
+    result = set_peft_model_state_dict(model.clip, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise ConfigError(f"adapter in {folder} does not match this model's LoRA layout: {result.unexpected_keys[:3]}")
+
+
+def frozen_teacher(model: ClipModel) -> ClipModel:
+    """A frozen copy of the current model with LoRA merged into the weights (plain open_clip, faster)."""
+    teacher = copy.deepcopy(model)
+    if isinstance(teacher.clip, PeftModel):
+        teacher.clip = teacher.clip.merge_and_unload()
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher

@@ -1,0 +1,58 @@
+"""End to end: `segpcl train --bench imagenet_r --data-root FAKE` with a tiny model, through the CLI:
+the layout is read, the derived split lands in the run directory, a corrupt image is skipped and counted.
+(40 of the 200 classes keep it quick; the builder accepts that with a warning.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from fakedata import IMR_WNIDS, corrupt, make_imagenet_r_release
+from segpcl.benchmarks._files import UnreadableImageWarning
+from segpcl.benchmarks.imagenet_r import SPLIT_FILE, split_release
+
+
+@pytest.mark.filterwarnings("ignore:.*found 40 classes")
+def test_train_on_a_fake_imagenet_r(tmp_path):
+    from segpcl.cli import main
+
+    folder = make_imagenet_r_release(tmp_path / "data", per_class=2, big_classes=1, n_classes=40)
+    _, entries = split_release(folder, seed=0)  # the split the run will derive (train.seed 0)
+    first = {split: next(p for s, p in entries if s == split) for split in ("train", "test")}
+    for rel in first.values():  # one train and one test image of class 0 (10 images)
+        corrupt(folder / rel)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--bench",
+        "imagenet_r",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    sets = {
+        "model.arch": "tiny",
+        "model.pretrained": "null",
+        "model.precision": "fp32",
+        "train.device": "cpu",
+        "train.epochs": 1,
+        "data.initial": 20,
+        "data.increment": 20,
+        "data.num_workers": 0,
+        "method.k_seed": 16,
+        "method.pgd_steps": 2,
+    }
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    with pytest.warns(UnreadableImageWarning):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bench"] == "imagenet_r" and metrics["task_sizes"] == [20, 20]
+    assert metrics["tasks_completed"] == 2
+    assert metrics["skipped_images"] == {"train": 1, "test": 1}
+    split = (out / SPLIT_FILE).read_text()
+    assert first["train"] in split and "# root:" in split and IMR_WNIDS[0] in first["test"]

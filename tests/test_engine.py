@@ -1,0 +1,126 @@
+"""End-to-end runs of the engine on a reduced toy stream with the tiny model (seconds each)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from segpcl.cli import main
+from segpcl.config import resolve_config
+from segpcl.engine.trainer import run_training
+from segpcl.errors import ConfigError, TrainingError
+
+REDUCED = [
+    "--model",
+    "tiny",
+    "--epochs",
+    "1",
+    "--set",
+    "data.max_train_per_class=3",
+    "--set",
+    "data.max_test_per_class=2",
+    "--set",
+    "data.task_sizes=[32,16,16]",
+    "--set",
+    "method.k_seed=8",
+    "--set",
+    "method.pgd_steps=2",
+    "--set",
+    "train.batch_size=16",
+    "--quiet",
+]
+
+
+def _reduced_cfg(method="segpcl", **train):
+    return resolve_config(
+        "toy",
+        overrides={
+            "model": {"arch": "tiny"},
+            "data": {"max_train_per_class": 3, "max_test_per_class": 2, "task_sizes": [32, 16, 16]},
+            "train": {"epochs": 1, "batch_size": 16, **train},
+            "method": {"name": method, "k_seed": 8, "pgd_steps": 2},
+        },
+    )
+
+
+def test_cli_train_writes_a_complete_run_dir(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), *REDUCED])
+    assert result.exit_code == 0, result.output
+    assert "Last" in result.output
+    for name in ["config.yaml", "metrics.json", "log.txt", "checkpoints/LATEST"]:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks_completed"] == 3 and len(metrics["accuracy_matrix"]) == 3
+    assert [len(r) for r in metrics["accuracy_matrix"]] == [1, 2, 3]
+    assert metrics["method"] == "segpcl" and "environment" in metrics
+    assert metrics["task_info"][1]["anchors"] == 8 and metrics["task_info"][1]["tsgr_edges"] > 0
+    for t in range(3):
+        task = out / "checkpoints" / f"task_{t:02d}"
+        assert (task / "adapter" / "adapter_config.json").is_file()
+        assert (task / "prototypes.npz").is_file() and (task / "state.json").is_file()
+
+
+def test_resume_after_a_completed_task_gives_the_same_metrics(tmp_path, monkeypatch):
+    full = run_training(_reduced_cfg(), out_dir=tmp_path / "full", progress=False).metrics
+
+    import segpcl.engine.trainer as trainer
+
+    calls = {"n": 0}
+    original = trainer.evaluate_seen
+
+    def crash_in_task_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed during task 2, after task 1's checkpoint
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate_seen", crash_in_task_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_reduced_cfg(), out_dir=tmp_path / "cut", progress=False)
+    assert (tmp_path / "cut" / "checkpoints" / "LATEST").read_text() == "task_00"
+    monkeypatch.setattr(trainer, "evaluate_seen", original)
+    resumed = run_training(resume=tmp_path / "cut", progress=False).metrics
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert resumed["last"] == full["last"]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_finished_tasks(tmp_path, monkeypatch):
+    from segpcl.method import learner as learner_mod
+
+    original = learner_mod.Learner.training_loss
+
+    def nan_in_task_two(self, images, labels):
+        loss, parts = original(self, images, labels)
+        return (loss * float("nan"), parts) if self.task == 1 else (loss, parts)
+
+    monkeypatch.setattr(learner_mod.Learner, "training_loss", nan_in_task_two)
+    with pytest.raises(TrainingError, match="resume"):
+        run_training(_reduced_cfg(), out_dir=tmp_path / "nan", progress=False)
+    assert (tmp_path / "nan" / "checkpoints" / "task_00" / "state.json").is_file()
+    assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["tasks_completed"] == 1
+
+
+def test_cli_prints_user_errors_without_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--bench", "nope", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown benchmark 'nope'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        main, ["train", "--method", "magic", "--model", "tiny", "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and "unknown method" in result.output
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    run_training(_reduced_cfg("zeroshot"), out_dir=tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(_reduced_cfg("zeroshot"), out_dir=tmp_path / "r", progress=False)
+
+
+def test_zeroshot_trains_nothing_and_lora_changes_weights(tmp_path):
+    zs = run_training(_reduced_cfg("zeroshot"), out_dir=tmp_path / "zs", progress=False).metrics
+    assert all("steps" not in info for info in zs["task_info"])
+    lora = run_training(_reduced_cfg("lora"), out_dir=tmp_path / "lora", progress=False).metrics
+    assert lora["task_info"][0]["steps"] > 0
+    assert torch.tensor(lora["accuracy_matrix"][-1]).numel() == 3
