@@ -484,8 +484,18 @@ fn weights_row_body(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw:
     for ((l, &gv), &b) in lw.iter_mut().zip(g.iter()).zip(bb) {
         *l = -(pp + b - 2.0 * f64::from(gv)).max(0.0) * inv_two_sigma2;
     }
-    let top = lw
+    // Lane-wise maximum (vectorises; a plain fold is a serial dependency chain).
+    let mut lanes = [f64::NEG_INFINITY; 8];
+    let mut blocks = lw.chunks_exact(8);
+    for block in &mut blocks {
+        for (m, &v) in lanes.iter_mut().zip(block) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let top = blocks
+        .remainder()
         .iter()
+        .chain(&lanes)
         .fold(f64::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     let mut acc = [0.0f64; 8];
     let mut blocks = lw.chunks_exact_mut(8);
@@ -511,7 +521,23 @@ fn weights_row_avx2(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw:
     weights_row_body(g, bb, pp, inv_two_sigma2, lw);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+fn weights_row_avx512(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
+    weights_row_body(g, bb, pp, inv_two_sigma2, lw);
+}
+
 fn weights_row(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { weights_row_avx512(g, bb, pp, inv_two_sigma2, lw) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -569,33 +595,28 @@ fn gaussian_shifts(
 ) {
     let a = before.len() / dim;
     let c = protos.len() / dim;
-    // Any common centre leaves the distances unchanged; the mean anchor keeps the products small.
+    // Any common centre leaves the distances unchanged; one inside the anchor cloud keeps the
+    // products (and their rounding) small. The mean of up to 64 evenly spaced anchors is enough.
+    let step = a.div_ceil(64);
     let mut center = vec![0.0f32; dim];
-    for row in before.chunks_exact(dim) {
+    let mut taken = 0usize;
+    for row in before.chunks_exact(dim).step_by(step) {
         for (s, &v) in center.iter_mut().zip(row) {
             *s += v;
         }
+        taken += 1;
     }
-    let inv_a = 1.0 / a as f32;
-    center.iter_mut().for_each(|s| *s *= inv_a);
+    let inv = 1.0 / taken as f32;
+    center.iter_mut().for_each(|s| *s *= inv);
     // One pass over the anchors: centred copy, drift, squared norm.
-    let mut anchors = vec![0.0f32; a * dim];
-    let mut drift = vec![0.0f32; a * dim];
-    let mut bb = vec![0.0f64; a];
-    let rows = anchors
-        .chunks_exact_mut(dim)
-        .zip(drift.chunks_exact_mut(dim));
-    for (((out, d), (b, x)), n) in rows
-        .zip(before.chunks_exact(dim).zip(after.chunks_exact(dim)))
-        .zip(bb.iter_mut())
-    {
-        for ((((o, dv), &bv), &xv), &m) in
-            out.iter_mut().zip(d.iter_mut()).zip(b).zip(x).zip(&center)
-        {
-            *o = bv - m;
-            *dv = xv - bv;
-        }
-        *n = squared_norm(out);
+    let mut anchors: Vec<f32> = Vec::with_capacity(a * dim);
+    let mut drift: Vec<f32> = Vec::with_capacity(a * dim);
+    let mut bb = Vec::with_capacity(a);
+    for (b, x) in before.chunks_exact(dim).zip(after.chunks_exact(dim)) {
+        let from = anchors.len();
+        anchors.extend(b.iter().zip(&center).map(|(&bv, &m)| bv - m));
+        drift.extend(x.iter().zip(b).map(|(&xv, &bv)| xv - bv));
+        bb.push(squared_norm(&anchors[from..]));
     }
     let mut pp = vec![0.0f64; c];
     for (row, n) in protos.chunks_exact_mut(dim).zip(pp.iter_mut()) {

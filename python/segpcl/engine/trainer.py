@@ -54,7 +54,7 @@ def build_stream(cfg: RunConfig, image_size: int, run_dir: Path | None) -> TaskS
         templates_file=Path(cfg.data.templates) if cfg.data.templates else None,
         strict=cfg.data.strict,
         download=cfg.data.download,
-        seed=cfg.train.seed,
+        seed=0,  # data splits (e.g. ImageNet-R's 80/20) stay fixed across training seeds
         run_dir=run_dir,
     )
     bench = build_benchmark(cfg.data.bench, data_cfg)

@@ -136,8 +136,8 @@ class Learner:
             self.teacher_text = self._text(self.teacher, self.n_seen(t))
         n_old = self.n_old()
         if self.switches.acgd:
-            use_protos = not self.switches.text_only_pgd and len(self.prototypes) >= n_old
-            protos = self.prototypes.matrix(n_old, self.device) if use_protos else None
+            use_protos = not self.switches.text_only_pgd and len(self.prototypes) > 0
+            protos = self.prototypes.matrix(n_old, self.teacher_text) if use_protos else None
             self.anchors = build_anchors(
                 self.teacher.image_features,
                 (images for images, _ in train_batches()),
@@ -229,8 +229,8 @@ class Learner:
         """Cache what prediction needs after task t: text embeddings and normalised prototypes."""
         n = self.n_seen(t)
         self._eval_text = self._text(self.model, n)
-        use_protos = self.switches.prototypes and self.cfg.beta > 0 and len(self.prototypes) >= n
-        self._eval_protos = self.prototypes.matrix(n, self.device) if use_protos else None
+        use_protos = self.switches.prototypes and self.cfg.beta > 0 and len(self.prototypes) > 0
+        self._eval_protos = self.prototypes.matrix(n, self._eval_text) if use_protos else None
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,19 @@ class PrototypeMemory:
             np.ascontiguousarray(labels.detach().long().cpu().numpy()),
         )
 
-    def matrix(self, n_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1 (all must be present)."""
+    def classes(self) -> list[int]:
+        return self.bank.means()[0].tolist()
+
+    def matrix(self, n_classes: int, fallback: torch.Tensor) -> torch.Tensor:
+        """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1. A class without one (all its
+        training images unreadable) takes its row of `fallback` (e.g. its text embedding)."""
+        out = F.normalize(fallback[:n_classes].detach().float().clone(), dim=-1)
         ids, means = self.bank.means()
-        if len(ids) < n_classes or not np.array_equal(ids[:n_classes], np.arange(n_classes)):
-            missing = sorted(set(range(n_classes)) - set(ids.tolist()))
-            raise ValueError(f"no prototype for classes {missing[:10]}")
-        return F.normalize(torch.from_numpy(means[:n_classes]).to(device), dim=-1)
+        keep = ids < n_classes
+        if keep.any():
+            rows = torch.from_numpy(ids[keep]).to(out.device)
+            out[rows] = F.normalize(torch.from_numpy(means[keep]).to(out.device), dim=-1)
+        return out
 
     def migrate(
         self,
@@ -45,11 +51,13 @@ class PrototypeMemory:
         sigma: float | None = None,
         anchor_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Move the prototypes of `classes` by the anchor drift; returns the shifts [len(classes), d].
+        """Move the prototypes of `classes` (those the bank holds) by the anchor drift; returns the shifts.
 
         sigma None: the median distance between each anchor's teacher feature and its target class's
         prototype (falls back to the median anchor-to-prototype distance without targets).
         """
+        present = set(self.classes())
+        classes = [c for c in classes if c in present]
         b = np.ascontiguousarray(before.detach().float().cpu().numpy())
         a = np.ascontiguousarray(after.detach().float().cpu().numpy())
         if len(b) == 0 or not classes:
