@@ -232,9 +232,7 @@ def main() -> int:
     common = dict(steps=steps, eps=args.eps, gamma=args.gamma, lambda_p=args.lambda_p)
     from segpcl.method.anchors import run_pgd
 
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda" else contextlib.nullcontext
-    )
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda" else contextlib.nullcontext
 
     def run_eager():
         model.requires_grad_(True)

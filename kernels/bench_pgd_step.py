@@ -138,11 +138,7 @@ def main() -> int:
             ref = P.pgd_step_reference(x, delta, grad, EPS, STEP)
             # compiled: bit-exact; the interpreter rounds fp32 -> bf16 towards zero (one ulp)
             exact = device == "cuda" or dtype == torch.float32
-            tol = (
-                {"rtol": 0.0, "atol": 1e-7 if device != "cuda" else 0.0}
-                if exact
-                else {"rtol": 2**-7, "atol": 1e-6}
-            )
+            tol = {"rtol": 0.0, "atol": 1e-7 if device != "cuda" else 0.0} if exact else {"rtol": 2**-7, "atol": 1e-6}
             got = P.pgd_step_triton(x, delta, grad, EPS, STEP)
             torch.testing.assert_close(got.float(), ref.float(), **tol)
 

@@ -45,9 +45,7 @@ def test_text_only_pgd_equals_reference(setup):
 def test_perturbation_bounded_and_pixels_valid(setup):
     model, x, y, text = setup
     protos = F.normalize(torch.randn(4, model.embed_dim), dim=-1)
-    delta = run_pgd(
-        model.image_features, x, y, text, protos, 30.0, steps=6, eps=0.03, gamma=0.02, lambda_p=1.0
-    )
+    delta = run_pgd(model.image_features, x, y, text, protos, 30.0, steps=6, eps=0.03, gamma=0.02, lambda_p=1.0)
     assert delta.abs().max() <= 0.03 + 1e-6
     adv = x + delta
     assert adv.min() >= 0 and adv.max() <= 1

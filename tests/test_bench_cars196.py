@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fakedata import CARS_NAMES, cars_folder_name, corrupt, make_cars_torchvision, make_split_imagefolder
+
 from segpcl.benchmarks import cars196
 from segpcl.benchmarks._files import UnreadableImageWarning
 from segpcl.benchmarks.base import BAD_LABEL, DataConfig, TaskStream, pycil_class_order, task_sizes_from

@@ -15,6 +15,7 @@ from fakedata import (
     truncate,
     write_image,
 )
+
 from segpcl.benchmarks.base import DataConfig
 from segpcl.benchmarks.check import benchmark_status, check_benchmark, check_folder
 from segpcl.errors import DataError

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from fakedata import CIFAR_NAMES, make_cifar100
+
 from segpcl.benchmarks import cifar100
 from segpcl.benchmarks.base import DataConfig, TaskStream, pycil_class_order, task_sizes_from
 from segpcl.errors import DataError
@@ -28,9 +29,7 @@ def test_layout_names_and_targets(root):
         assert np.bincount(b.train_targets, minlength=100).tolist() == [2] * 100
     x, y = b.test[3]
     assert x.shape == (3, 16, 16) and 0 <= x.min() and x.max() <= 1 and y == b.test_targets[3]
-    assert cifar100.LOCATOR.is_present(root) and not cifar100.LOCATOR.is_present(
-        root / "cifar-100-python" / "meta"
-    )
+    assert cifar100.LOCATOR.is_present(root) and not cifar100.LOCATOR.is_present(root / "cifar-100-python" / "meta")
 
 
 def test_deterministic_and_streams(root):

@@ -14,6 +14,8 @@ import torch
 import yaml
 from fakedata import corrupt, make_split_imagefolder, truncate, write_image
 from PIL import Image
+from torch.utils.data import DataLoader
+
 from segpcl.benchmarks._files import ImageFileDataset, UnreadableImageWarning, load_rgb, make_transform
 from segpcl.benchmarks.base import BAD_LABEL, get_benchmark_info, list_benchmarks
 from segpcl.benchmarks.class_files import load_class_names, load_class_order, load_templates
@@ -21,7 +23,6 @@ from segpcl.benchmarks.imagefolder import clean_class_name, load_imagefolder
 from segpcl.benchmarks.templates import GENERIC_TEMPLATES, templates_for
 from segpcl.config import resolve_config
 from segpcl.errors import ConfigError, DataError
-from torch.utils.data import DataLoader
 
 PAPER_BENCHES = ["cifar100", "cub200", "imagenet_r", "cars196", "omnibenchmark"]
 
@@ -132,9 +133,7 @@ def test_class_names_forms(tmp_path):
         (tmp_path / fname).write_text(text)
         assert load_class_names(tmp_path / fname, 3) == names, fname
     keys = ["n02119022", "n01914609", "n01484850"]
-    (tmp_path / "keys.txt").write_text(
-        "n01484850 great white shark\nn02119022 red fox\nn01914609 sea anemone\n"
-    )
+    (tmp_path / "keys.txt").write_text("n01484850 great white shark\nn02119022 red fox\nn01914609 sea anemone\n")
     assert load_class_names(tmp_path / "keys.txt", 3, keys=keys) == names
     # a README-like file: prose plus `key name` lines
     (tmp_path / "readme.txt").write_text("Some prose here.\n\n" + (tmp_path / "keys.txt").read_text())
@@ -205,9 +204,7 @@ def test_corrupt_image_is_skipped_with_one_warning_or_raises_with_strict(tmp_pat
     bad = corrupt(tmp_path / "bad.jpg")
     cut = truncate(tmp_path / "cut.jpg")
     missing = tmp_path / "gone.jpg"
-    ds = ImageFileDataset(
-        [good, bad, cut, missing], [4, 5, 6, 7], image_size=8, check_hint="segpcl data check X"
-    )
+    ds = ImageFileDataset([good, bad, cut, missing], [4, 5, 6, 7], image_size=8, check_hint="segpcl data check X")
     with pytest.warns(UnreadableImageWarning) as rec:
         items = [ds[i] for i in range(4)]
         ds[1]  # the same file again: no second warning

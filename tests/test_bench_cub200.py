@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from fakedata import CUB_FOLDERS, corrupt, make_cub_official, make_split_imagefolder
+
 from segpcl.benchmarks import cub200
 from segpcl.benchmarks._files import UnreadableImageWarning
 from segpcl.benchmarks.base import BAD_LABEL, DataConfig
@@ -71,9 +72,7 @@ def test_wrong_and_incomplete_layouts(tmp_path, official):
     part = tmp_path / "CUB_200_2011"
     part.mkdir()
     (part / "classes.txt").write_text((official / "CUB_200_2011" / "classes.txt").read_text())
-    with pytest.raises(
-        DataError, match="lacks images.txt, image_class_labels.txt, train_test_split.txt, images/"
-    ):
+    with pytest.raises(DataError, match="lacks images.txt, image_class_labels.txt, train_test_split.txt, images/"):
         cub200.build_cub200(DataConfig(data_root=tmp_path))
 
 

@@ -16,6 +16,7 @@ from fakedata import (
     make_imagenet_r_release,
     make_split_imagefolder,
 )
+
 from segpcl.benchmarks import imagenet_r
 from segpcl.benchmarks._files import DataWarning, UnreadableImageWarning
 from segpcl.benchmarks.base import BAD_LABEL, DataConfig
@@ -133,12 +134,8 @@ def test_split_list_prefixed_paths_with_labels_and_train_test_files(tmp_path):
         b = build(tmp_path)
     assert len(b.train) == 36 and b.test_targets.tolist() == [0, 1, 2, 3]
     (tmp_path / "split.txt").unlink()
-    (tmp_path / "train.txt").write_text(
-        "".join(f"imagenet-r/{p} {index[p[:9]]}\n" for s, p in e if s == "train")
-    )
-    (tmp_path / "test.txt").write_text(
-        "".join(f"imagenet-r/{p} {index[p[:9]]}\n" for s, p in e if s == "test")
-    )
+    (tmp_path / "train.txt").write_text("".join(f"imagenet-r/{p} {index[p[:9]]}\n" for s, p in e if s == "train"))
+    (tmp_path / "test.txt").write_text("".join(f"imagenet-r/{p} {index[p[:9]]}\n" for s, p in e if s == "test"))
     with pytest.warns(DataWarning):
         c = build(tmp_path)
     assert c.test.all_paths() == b.test.all_paths() and c.class_names == b.class_names

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from fakedata import OMNI_FOLDERS, corrupt, make_omnibenchmark, make_split_imagefolder
+
 from segpcl.benchmarks import omnibenchmark
 from segpcl.benchmarks._files import DataWarning, UnreadableImageWarning
 from segpcl.benchmarks.base import BAD_LABEL, DataConfig

@@ -9,6 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from fakedata import IMR_WNIDS, corrupt, make_imagenet_r_release
+
 from segpcl.benchmarks._files import UnreadableImageWarning
 from segpcl.benchmarks.imagenet_r import SPLIT_FILE, split_release
 

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from segpcl import _core  # built by `maturin develop`; a missing extension must fail, not skip
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+
 from segpcl import _core  # built by `maturin develop`; a missing extension must fail, not skip
 
 STUB = Path(__file__).resolve().parents[1] / "python" / "segpcl" / "_core.pyi"

@@ -11,8 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import segpcl.kernels as K
 import torch
+
+import segpcl.kernels as K
 from segpcl.errors import ConfigError
 
 A = importlib.import_module("segpcl.kernels.anchor_kl")

@@ -106,9 +106,7 @@ def test_cli_prints_user_errors_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["train", "--bench", "nope", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "unknown benchmark 'nope'" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(
-        main, ["train", "--method", "magic", "--model", "tiny", "--out", str(tmp_path / "y")]
-    )
+    result = CliRunner().invoke(main, ["train", "--method", "magic", "--model", "tiny", "--out", str(tmp_path / "y")])
     assert result.exit_code == 2 and "unknown method" in result.output
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import segpcl.kernels as K
 import torch
 import torch.nn.functional as F
+
+import segpcl.kernels as K
 
 A = importlib.import_module("segpcl.kernels.anchor_kl")  # the package re-exports a function of that name
 
@@ -240,9 +241,7 @@ def test_bad_input_raises_value_error(monkeypatch, backend, make, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton"
-)
+@pytest.mark.skipif(not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("n, c", [(1, 1), (37, 1031), (4096, 300), (5, 10000)])
 def test_gpu_matches_reference(monkeypatch, dtype, n, c):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import segpcl.kernels as K
 import torch
+
+import segpcl.kernels as K
 
 P = importlib.import_module("segpcl.kernels.pgd_step")  # the package re-exports a function of that name
 
@@ -212,9 +213,7 @@ def test_bad_input_raises_value_error(monkeypatch, backend, make, message, fn):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton"
-)
+@pytest.mark.skipif(not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_matches_reference(monkeypatch, dtype):
     monkeypatch.setenv("SEGPCL_KERNELS", "auto")

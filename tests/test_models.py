@@ -27,9 +27,7 @@ def test_state_dict_file(tmp_path, source):
 def test_safetensors_file(tmp_path, source):
     from safetensors.torch import save_file
 
-    save_file(
-        {k: v.contiguous() for k, v in source.clip.state_dict().items()}, str(tmp_path / "w.safetensors")
-    )
+    save_file({k: v.contiguous() for k, v in source.clip.state_dict().items()}, str(tmp_path / "w.safetensors"))
     assert _same_weights(load_clip("tiny", tmp_path / "w.safetensors"), source)
 
 
@@ -43,7 +41,7 @@ def test_torchscript_archive_needs_quickgelu(tmp_path, source):
     class Holder(torch.nn.Module):
         def __init__(self, sd):
             super().__init__()
-            for i, (k, v) in enumerate(sd.items()):
+            for i, v in enumerate(sd.values()):
                 self.register_buffer(f"b{i}", v)
 
         def forward(self, x):

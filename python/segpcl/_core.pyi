@@ -9,7 +9,8 @@ Conventions of every function and method here:
 - Invalid input raises ``ValueError`` with a message naming the argument and the expected shape:
   a wrong rank or shape, a dtype that cannot be converted, a NaN or infinite value, a negative class
   id, an out-of-range parameter. Nothing is changed when an error is raised.
-- The numeric work runs with the GIL released.
+- The numeric work runs with the GIL released. Large inputs are split over worker threads:
+  ``SEGPCL_NUM_THREADS`` (an integer >= 1, read at each call) sets their number, default: all cores.
 """
 
 from collections.abc import Mapping
@@ -67,7 +68,9 @@ class PrototypeBank:
     :meth:`update` combines that mean, weighted by its count, with the new samples. Class ids are
     integers >= 0 and may appear in any order at any time.
 
-    The bank is not picklable; checkpoint it with :meth:`state_dict` / :meth:`from_state`.
+    The bank is not picklable; checkpoint it with :meth:`state_dict` / :meth:`from_state`. One bank
+    is not for concurrent use: a call made while another thread's :meth:`update`, :meth:`set_means`
+    or :meth:`migrate` on the same bank runs raises ``RuntimeError`` ("Already mutably borrowed").
     """
 
     def __init__(self, dim: int) -> None:

@@ -24,7 +24,7 @@ class AccuracyMatrix:
             raise ValueError(f"expected results for task {len(self.acc)}, got task {task}")
         if len(per_task_correct) != task + 1 or len(per_task_total) != task + 1:
             raise ValueError("need one count per seen task")
-        self.acc.append([100.0 * c / max(n, 1) for c, n in zip(per_task_correct, per_task_total)])
+        self.acc.append([100.0 * c / max(n, 1) for c, n in zip(per_task_correct, per_task_total, strict=True)])
         self.task_accuracy.append(100.0 * sum(per_task_correct) / max(sum(per_task_total), 1))
 
     def result(self) -> dict:

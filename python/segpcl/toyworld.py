@@ -172,7 +172,7 @@ def captions(labels: np.ndarray, size_ids: np.ndarray, rng: np.random.Generator)
     """One caption per image, from a few phrasings that mention colour, shape and sometimes size."""
     out = []
     which = rng.integers(0, len(CAPTION_TEMPLATES), len(labels))
-    for label, s, w in zip(labels.tolist(), size_ids.tolist(), which.tolist()):
+    for label, s, w in zip(labels.tolist(), size_ids.tolist(), which.tolist(), strict=True):
         template = CAPTION_TEMPLATES[w]
         name = CLASS_NAMES[label]
         out.append(template.format(name, size=SIZES[s], name=name) if "{size}" in template else template.format(name))

@@ -164,7 +164,12 @@ mod bindings {
         Ok(array.into_pyarray(py))
     }
 
-    /// Key-relation edges of a class-similarity matrix (see `segpcl/_core.pyi` for the full contract).
+    /// Key-relation edges of a class-similarity matrix sim (float32 [C, C]).
+    ///
+    /// sim is symmetrised first (its mean with its transpose where they differ). Each node keeps
+    /// its k most similar other nodes (ties toward the lower index; k=None: none) and, with a
+    /// threshold, every pair with similarity >= threshold. Returns (edges int64 [E, 2] with i < j,
+    /// sorted, each once; weights float32 [E]). Full contract: segpcl/_core.pyi.
     #[pyfunction]
     #[pyo3(signature = (sim, k, threshold=None))]
     fn select_key_edges<'py>(
@@ -213,7 +218,9 @@ mod bindings {
         Ok(info)
     }
 
-    /// Streaming per-class prototypes with anchor-induced migration (see `segpcl/_core.pyi`).
+    /// Streaming per-class prototypes (float64 sums and counts per class id) with anchor-induced
+    /// migration; checkpoint with state_dict() / PrototypeBank.from_state(). Full contract:
+    /// segpcl/_core.pyi.
     #[pyclass(name = "PrototypeBank", module = "segpcl._core")]
     struct PyPrototypeBank {
         inner: Bank,
@@ -322,7 +329,12 @@ mod bindings {
             py.detach(|| bank.set_means(i, p)).map_err(invalid)
         }
 
-        /// Move prototypes by the anchor drift after - before; returns the shifts float32 [C', dim].
+        /// Move prototypes by the anchor drift after - before (float32 [A, dim] each).
+        ///
+        /// mode="gaussian": each prototype moves by the mean drift weighted by
+        /// exp(-||before_a - P_c||^2 / (2 sigma^2)); mode="target": by the mean drift of the anchors
+        /// whose anchor_targets is its class. classes: which to move (default: all). Returns the
+        /// shifts float32 [K, dim] in the order of classes (default: ascending ids).
         #[pyo3(signature = (before, after, sigma, mode="gaussian", anchor_targets=None, classes=None))]
         #[allow(clippy::too_many_arguments)]
         fn migrate<'py>(

@@ -203,9 +203,7 @@ class TaskStream:
                 f"(got {len(order)} entries for {bench.n_classes} classes)"
             )
         if sum(task_sizes) != bench.n_classes or min(task_sizes) < 1:
-            raise ConfigError(
-                f"task sizes {list(task_sizes)} must be positive and sum to {bench.n_classes} classes"
-            )
+            raise ConfigError(f"task sizes {list(task_sizes)} must be positive and sum to {bench.n_classes} classes")
         self.bench = bench
         self.class_order = order
         self.task_sizes = [int(s) for s in task_sizes]

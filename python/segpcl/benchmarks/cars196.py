@@ -92,9 +92,7 @@ def _loadmat(path: Path) -> dict:
     try:
         return sio.loadmat(str(path), squeeze_me=True)
     except Exception as err:  # scipy raises ValueError, MatReadError, OSError...
-        raise DataError(
-            f"cars196: cannot read {path} as a MATLAB file ({type(err).__name__}: {err})"
-        ) from err
+        raise DataError(f"cars196: cannot read {path} as a MATLAB file ({type(err).__name__}: {err})") from err
 
 
 def _annotations(path: Path, images: Path, n_classes: int) -> tuple[list[str], np.ndarray]:

@@ -65,9 +65,7 @@ class DataReport:
             ("test images", f"{self.test_images}" + _empty(self.test_empty_classes)),
             (
                 "decoded",
-                f"{self.decoded_images} files"
-                if self.decoded_images
-                else "in-memory data (no files to decode)",
+                f"{self.decoded_images} files" if self.decoded_images else "in-memory data (no files to decode)",
             ),
             ("unreadable", str(len(self.unreadable))),
         ]
@@ -247,9 +245,7 @@ def check_folder(
     report.decoded_images = len(paths)
     report.unreadable = find_unreadable(paths, progress=progress)
     if speed:
-        report.images_per_s, report.workers, report.speed_images = measure_throughput(
-            ds, workers, speed_images
-        )
+        report.images_per_s, report.workers, report.speed_images = measure_throughput(ds, workers, speed_images)
     return report
 
 
@@ -284,9 +280,7 @@ def benchmark_status(data_root: str | Path | None) -> list[tuple[BenchmarkInfo, 
             out.append((info, False, f"cannot read {root}: {err}"))
             continue
         if found is None:
-            out.append(
-                (info, False, f"not found under {root} (looked for {root}/{loc.aliases[0]}/ and others)")
-            )
+            out.append((info, False, f"not found under {root} (looked for {root}/{loc.aliases[0]}/ and others)"))
         else:
             out.append((info, True, f"{found[1]} at {found[0]}"))
     return out

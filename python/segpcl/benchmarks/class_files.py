@@ -95,9 +95,7 @@ def load_class_order(path: str | Path, n_classes: int) -> list[int]:
             parts.append(f"repeated {dups[:10]}{' ...' if len(dups) > 10 else ''}")
         if outside:
             parts.append(f"out of range {outside[:10]}")
-        raise ConfigError(
-            f"class order file {p} must be a permutation of 0..{n_classes - 1}: " + "; ".join(parts)
-        )
+        raise ConfigError(f"class order file {p} must be a permutation of 0..{n_classes - 1}: " + "; ".join(parts))
     return order
 
 

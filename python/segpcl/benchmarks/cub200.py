@@ -102,9 +102,7 @@ def _read_official(folder: Path) -> tuple[list[str], list[str], np.ndarray, np.n
             )
     bad = sorted({labels[i] for i in ids if not 1 <= labels[i] <= len(classes)})
     if bad:
-        raise DataError(
-            f"cub200: {folder / 'image_class_labels.txt'} uses class ids {bad[:8]} not in classes.txt"
-        )
+        raise DataError(f"cub200: {folder / 'image_class_labels.txt'} uses class ids {bad[:8]} not in classes.txt")
     paths = [str(folder / "images" / images[i]) for i in ids]
     y = np.asarray([labels[i] - 1 for i in ids], dtype=np.int64)
     is_train = np.asarray([split[i] == "1" for i in ids], dtype=bool)

@@ -50,9 +50,7 @@ def images_in(folder: Path) -> list[str]:
     return out
 
 
-def scan_imagefolder(
-    folder: Path, classes: list[str] | None = None
-) -> tuple[list[str], list[str], np.ndarray]:
+def scan_imagefolder(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
     """(class folder names, image paths, labels) of `folder/<class>/...`; with `classes`, labels index
     into that list (a class folder not in it is an error)."""
     found = class_folders(folder)
@@ -112,8 +110,7 @@ def read_split_imagefolder(root: Path) -> SplitImageFolder:
     test_dir = test_folder(root)
     if train_dir is None or test_dir is None or not train_dir.is_dir():
         raise DataError(
-            f"expected a pre-split ImageFolder {root}/train/<class>/ and {root}/test/<class>/; "
-            f"{describe_folder(root)}"
+            f"expected a pre-split ImageFolder {root}/train/<class>/ and {root}/test/<class>/; {describe_folder(root)}"
         )
     classes, train_paths, train_labels = scan_imagefolder(train_dir)
     if not classes:
@@ -131,17 +128,13 @@ def read_split_imagefolder(root: Path) -> SplitImageFolder:
     return SplitImageFolder(classes, train_paths, train_labels, test_paths, test_labels, train_dir, test_dir)
 
 
-def load_imagefolder(
-    path: str | Path, image_size: int, strict: bool = False
-) -> tuple[ImageFileDataset, list[str]]:
+def load_imagefolder(path: str | Path, image_size: int, strict: bool = False) -> tuple[ImageFileDataset, list[str]]:
     """A zero-shot evaluation set from `path/<class>/*.jpg` (or `path/test/<class>/`, `path/val/<class>/`
     when the folder is pre-split): the dataset (labels = sorted class-folder index, `.targets`) and the
     class names cleaned from folder names."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataError(
-            f"zero-shot set folder {root} does not exist; --zs-eval NAME=PATH wants PATH/<class>/<images>"
-        )
+        raise DataError(f"zero-shot set folder {root} does not exist; --zs-eval NAME=PATH wants PATH/<class>/<images>")
     folder = root
     if is_split_imagefolder(root):
         folder = test_folder(root)  # type: ignore[assignment]

@@ -253,9 +253,7 @@ def _read_from_list(files: list[Path], data_folder: Path, extra_bases: list[Path
     else:
         tokens = [t if t is not None else par for t, par in zip(labels_tok, parents, strict=True)]
         if any(t.lstrip("-").isdigit() for t in tokens):
-            raise DataError(
-                f"imagenet_r: split list {files[0]} mixes integer labels with wnids; use one kind"
-            )
+            raise DataError(f"imagenet_r: split list {files[0]} mixes integer labels with wnids; use one kind")
         keys = sorted(set(tokens))
         index = {k: i for i, k in enumerate(keys)}
         y = np.asarray([index[t] for t in tokens], dtype=np.int64)
@@ -351,9 +349,7 @@ def build_imagenet_r(cfg: DataConfig) -> Benchmark:
     else:
         wnids, entries = split_release(folder, cfg.seed)
         if not entries:
-            raise DataError(
-                f"imagenet_r: the wnid folders under {folder} hold no images; {describe_folder(folder)}"
-            )
+            raise DataError(f"imagenet_r: the wnid folders under {folder} hold no images; {describe_folder(folder)}")
         keys = wnids
         index = {w: i for i, w in enumerate(wnids)}
         train_paths = [str(folder / p) for s, p in entries if s == "train"]

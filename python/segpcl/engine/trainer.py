@@ -17,8 +17,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..benchmarks.base import BAD_LABEL, DataConfig, TaskStream, build_benchmark, get_benchmark_info, pycil_class_order
-from ..benchmarks.base import limit_per_class, stack_images, task_sizes_from
+from ..benchmarks.base import (
+    BAD_LABEL,
+    DataConfig,
+    TaskStream,
+    build_benchmark,
+    get_benchmark_info,
+    limit_per_class,
+    pycil_class_order,
+    stack_images,
+    task_sizes_from,
+)
 from ..config import RunConfig, config_from_dict, write_config
 from ..environment import environment
 from ..errors import ConfigError, TrainingError
@@ -136,7 +145,12 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
     sums: dict[str, float] = {}
     steps = skipped = 0
     for epoch in range(cfg.train.epochs):
-        bar = tqdm(loader, desc=f"task {t + 1} epoch {epoch + 1}/{cfg.train.epochs}", leave=False, disable=not progress)
+        bar = tqdm(
+            loader,
+            desc=f"task {t + 1} epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            disable=not progress,
+        )
         for images, labels in bar:
             keep = labels != BAD_LABEL
             skipped += int((~keep).sum()) if epoch == 0 else 0
@@ -162,7 +176,11 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
                 sums[k] = sums.get(k, 0.0) + float(v)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     learner.model.eval()
-    return {"steps": steps, "skipped_images": skipped, **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()}}
+    return {
+        "steps": steps,
+        "skipped_images": skipped,
+        **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()},
+    }
 
 
 def run_training(
@@ -255,7 +273,9 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
         times["before_task"] = time.perf_counter() - t0
         if switches.train:
             t0 = time.perf_counter()
-            info.update(_train_task(learner, loaders.train(train_set, task_seed(cfg.train.seed, t)), cfg, t, run, progress))
+            info.update(
+                _train_task(learner, loaders.train(train_set, task_seed(cfg.train.seed, t)), cfg, t, run, progress)
+            )
             skipped["train"] += info.pop("skipped_images")
             times["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -281,7 +301,13 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
                     zs[name]["delta"] = acc - zs[name]["before"]
         metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
         write_json(run.metrics_path, metrics)
-        state = {"metrics": matrix.state(), "timings": timings, "task_info": task_info, "skipped": skipped, "zs": zs}
+        state = {
+            "metrics": matrix.state(),
+            "timings": timings,
+            "task_info": task_info,
+            "skipped": skipped,
+            "zs": zs,
+        }
 
         def contents(folder: Path, state=state) -> None:
             save_adapter(model, folder / "adapter")
@@ -311,4 +337,3 @@ def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device) -> di
     if zs:
         out["zero_shot_retention"] = zs
     return out
-

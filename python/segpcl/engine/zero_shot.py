@@ -24,8 +24,12 @@ def zero_shot_accuracies(model, cfg, device, progress: bool = True) -> dict[str,
     for name, path in sorted(cfg.data.zs_eval.items()):
         dataset, class_names = load_imagefolder(Path(path), model.image_size)
         text = TextEmbeddingCache(model, class_names, GENERIC_TEMPLATES).embeddings
-        loader = DataLoader(dataset, batch_size=cfg.train.eval_batch_size, collate_fn=stack_images,
-                            num_workers=cfg.data.num_workers)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.train.eval_batch_size,
+            collate_fn=stack_images,
+            num_workers=cfg.data.num_workers,
+        )
         correct = total = 0
         for images, labels in tqdm(loader, desc=f"zero-shot {name}", leave=False, disable=not progress):
             keep = labels != BAD_LABEL

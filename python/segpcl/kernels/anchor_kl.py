@@ -138,9 +138,7 @@ def _validate(student, teacher, tau) -> None:
     if student.shape[1] == 0:
         raise ValueError("anchor_kl: logits need at least one column (class), got C = 0")
     if student.device != teacher.device:
-        raise ValueError(
-            f"anchor_kl: student_logits is on {student.device} but teacher_logits is on {teacher.device}"
-        )
+        raise ValueError(f"anchor_kl: student_logits is on {student.device} but teacher_logits is on {teacher.device}")
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau < float("inf")):
         raise ValueError(f"anchor_kl: tau must be a finite number > 0, got {tau!r}")
 

@@ -98,8 +98,7 @@ def _check_scalar_or_per_sample(name: str, value, batch: int, device: torch.devi
     if isinstance(value, torch.Tensor):
         if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != batch):
             raise ValueError(
-                f"pgd_step: {name} must be a float or a tensor of shape [B]=[{batch}], got shape "
-                f"{tuple(value.shape)}"
+                f"pgd_step: {name} must be a float or a tensor of shape [B]=[{batch}], got shape {tuple(value.shape)}"
             )
         if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
             raise ValueError(f"pgd_step: {name} must be a real number tensor, got dtype {value.dtype}")
@@ -107,9 +106,7 @@ def _check_scalar_or_per_sample(name: str, value, batch: int, device: torch.devi
             raise ValueError(f"pgd_step: {name} is on {value.device} but delta is on {device}")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"pgd_step: {name} must be a float or a tensor of shape [B], got {type(value).__name__}"
-        )
+        raise ValueError(f"pgd_step: {name} must be a float or a tensor of shape [B], got {type(value).__name__}")
     if not value >= 0.0 or value == float("inf"):
         raise ValueError(f"pgd_step: {name} must be a finite number >= 0, got {value}")
 
@@ -190,13 +187,9 @@ def _launch(x_clean, delta, grad, out, eps, step_size, active, skip_inactive: bo
     m = delta.numel() // batch if batch else 0
     if batch == 0 or m == 0:
         return
-    eps_t = (
-        eps.detach().to(torch.float32).expand(batch).contiguous() if isinstance(eps, torch.Tensor) else None
-    )
+    eps_t = eps.detach().to(torch.float32).expand(batch).contiguous() if isinstance(eps, torch.Tensor) else None
     step_t = (
-        step_size.detach().to(torch.float32).expand(batch).contiguous()
-        if isinstance(step_size, torch.Tensor)
-        else None
+        step_size.detach().to(torch.float32).expand(batch).contiguous() if isinstance(step_size, torch.Tensor) else None
     )
     act_t = active.contiguous().view(torch.uint8) if active is not None else None
     block = min(block, max(16, triton.next_power_of_2(m)))
@@ -223,9 +216,7 @@ def _launch(x_clean, delta, grad, out, eps, step_size, active, skip_inactive: bo
     )
 
 
-def pgd_step_triton(
-    x_clean, delta, grad, eps, step_size, active=None, *, block: int = _BLOCK
-) -> torch.Tensor:
+def pgd_step_triton(x_clean, delta, grad, eps, step_size, active=None, *, block: int = _BLOCK) -> torch.Tensor:
     """Out-of-place Triton step (no dispatch): returns a new contiguous tensor in delta's dtype."""
     _validate(x_clean, delta, grad, eps, step_size, active)
     if triton is None:
@@ -239,9 +230,7 @@ def pgd_step_triton(
     return out
 
 
-def pgd_step_triton_(
-    x_clean, delta, grad, eps, step_size, active=None, *, block: int = _BLOCK
-) -> torch.Tensor:
+def pgd_step_triton_(x_clean, delta, grad, eps, step_size, active=None, *, block: int = _BLOCK) -> torch.Tensor:
     """In-place Triton step (no dispatch): writes into ``delta`` and returns it."""
     _validate(x_clean, delta, grad, eps, step_size, active)
     if triton is None:

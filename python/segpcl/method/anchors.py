@@ -153,10 +153,20 @@ def build_anchors(
     seeds, seed_idx, targets = _stream_seeds(encode_image, batches, text_old, k_seed, autocast)
     chunks = lambda t: [t[i : i + batch_size] for i in range(0, len(t), batch_size)]  # noqa: E731
     anchors = []
-    for x, y in zip(chunks(seeds), chunks(targets)):
+    for x, y in zip(chunks(seeds), chunks(targets), strict=True):
         delta = run_pgd(
-            encode_image, x, y, text_old, protos_old, logit_scale, steps, eps, gamma, lambda_p,
-            early_stop_margin, autocast,
+            encode_image,
+            x,
+            y,
+            text_old,
+            protos_old,
+            logit_scale,
+            steps,
+            eps,
+            gamma,
+            lambda_p,
+            early_stop_margin,
+            autocast,
         )
         anchors.append((x + delta).clamp_(0, 1))
     anchor_images = torch.cat(anchors)

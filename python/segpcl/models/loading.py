@@ -32,7 +32,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         try:
             return load_file(str(path), device="cpu"), False
         except Exception as exc:
-            raise WeightsError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
+            raise WeightsError(
+                f"{path} is not a readable safetensors file ({exc}); re-download or re-export it"
+            ) from exc
     is_torchscript = False
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
@@ -74,7 +76,9 @@ def _load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, 
         parts = []
         if shape:
             k = shape[0]
-            parts.append(f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)}, {arch} {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)}, {arch} {tuple(own[k].shape)})"
+            )
         if missing:
             parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
         if unexpected:

@@ -13,9 +13,7 @@ def class_prompts(class_names: list[str], templates: list[str]) -> list[str]:
     return [t.format(name) for name in class_names for t in templates]
 
 
-def class_text_embeddings(
-    model: ClipModel, tokens: torch.Tensor, n_templates: int, chunk: int = 1024
-) -> torch.Tensor:
+def class_text_embeddings(model: ClipModel, tokens: torch.Tensor, n_templates: int, chunk: int = 1024) -> torch.Tensor:
     """[C, d] class embeddings from class-major prompt tokens [C * n_templates, L]. Differentiable."""
     feats = torch.cat([model.text_features(tokens[i : i + chunk]) for i in range(0, len(tokens), chunk)])
     feats = feats.view(-1, n_templates, feats.shape[-1]).mean(dim=1)

@@ -35,7 +35,12 @@ class ToyPretrainRecipe:
 
 def recipe_hash(recipe: ToyPretrainRecipe) -> str:
     payload = json.dumps(
-        {"recipe": asdict(recipe), "version": RECIPE_VERSION, "render": tw.RENDER_VERSION, "arch": "toy-clip"},
+        {
+            "recipe": asdict(recipe),
+            "version": RECIPE_VERSION,
+            "render": tw.RENDER_VERSION,
+            "arch": "toy-clip",
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -48,7 +53,11 @@ def _caption_table(tokenizer) -> tuple[torch.Tensor, int]:
         for size in range(len(tw.SIZES)):
             for template in tw.CAPTION_TEMPLATES:
                 name = tw.CLASS_NAMES[label]
-                texts.append(template.format(name, size=tw.SIZES[size], name=name) if "{size}" in template else template.format(name))
+                texts.append(
+                    template.format(name, size=tw.SIZES[size], name=name)
+                    if "{size}" in template
+                    else template.format(name)
+                )
     return tokenizer(texts), len(tw.CAPTION_TEMPLATES)
 
 
@@ -66,9 +75,7 @@ def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress:
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / recipe.warmup)
-        * 0.5
-        * (1 + np.cos(np.pi * min(1.0, s / recipe.steps))),
+        lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / recipe.steps))),
     )
     model.train()
     bar = tqdm(range(recipe.steps), desc="pretraining toy CLIP", disable=not progress)
