@@ -105,3 +105,20 @@ def test_check_folder_for_zero_shot_sets(tmp_path):
     rep = check_folder(tmp_path / "food", image_size=8, progress=False)
     assert rep.class_names == ["apple pie", "waffles"] and rep.test_images == 3
     assert len(rep.unreadable) == 1 and not rep.ok
+
+
+def test_cli_data_check_and_benches(data_root, tmp_path):
+    from click.testing import CliRunner
+
+    from segpcl.cli import main
+
+    ok = CliRunner().invoke(main, ["data", "check", "--bench", "cub200", "--data-root", str(data_root)])
+    assert ok.exit_code == 0, ok.output
+    assert "cub200" in ok.output
+    wrong = CliRunner().invoke(main, ["data", "check", "--bench", "cars196", "--data-root", str(tmp_path)])
+    assert wrong.exit_code == 2 and "error:" in wrong.output and "Traceback" not in wrong.output
+    neither = CliRunner().invoke(main, ["data", "check"])
+    assert neither.exit_code == 2 and "--folder" in neither.output
+    listing = CliRunner().invoke(main, ["benches", "--data-root", str(data_root)])
+    assert listing.exit_code == 0
+    assert all(line.split()[3] in ("ready", "built-in") for line in listing.output.splitlines()[1:] if line[:1].isalpha())

@@ -122,3 +122,20 @@ def test_zeroshot_trains_nothing_and_lora_changes_weights(tmp_path):
     lora = run_training(_reduced_cfg("lora"), out_dir=tmp_path / "lora", progress=False).metrics
     assert lora["task_info"][0]["steps"] > 0
     assert torch.tensor(lora["accuracy_matrix"][-1]).numel() == 3
+
+
+def test_same_results_with_torch_and_triton_interpreter_backends(tmp_path, monkeypatch):
+    """DPGD and ACGD through the Triton kernels (interpreted on CPU) give the run the torch reference gives."""
+    from segpcl.kernels import backend
+
+    results = {}
+    for name in ("torch", "triton"):
+        monkeypatch.setenv("SEGPCL_KERNELS", name)
+        if name == "triton" and backend("cpu") != "triton-interpreter":
+            pytest.skip("the Triton interpreter is not available")
+        cfg = _reduced_cfg()
+        cfg.data.task_sizes, cfg.data.max_train_per_class = [48, 16], 2
+        results[name] = run_training(cfg, out_dir=tmp_path / name, progress=False).metrics
+    assert results["triton"]["accuracy_matrix"] == results["torch"]["accuracy_matrix"]
+    for a, b in zip(results["triton"]["task_info"], results["torch"]["task_info"], strict=True):
+        assert a.get("mean_acgd", 0) == pytest.approx(b.get("mean_acgd", 0), rel=1e-4, abs=1e-7)

@@ -206,16 +206,26 @@ def data():
 
 
 @data.command("check")
-@click.option("--bench", required=True, help="Benchmark name.")
-@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Folder of the data set.")
+@click.option("--bench", default=None, help="Benchmark name.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Folder of the data set.")
+@click.option("--folder", type=click.Path(path_type=Path), default=None, help="An ImageFolder (a --zs-eval set).")
+@click.option("--class-names", type=click.Path(path_type=Path), default=None, help="File overriding class names.")
+@click.option("--download", is_flag=True, help="Let torchvision fetch the data set where it can (CIFAR-100).")
 @click.option("--speed", is_flag=True, help="Also measure decode throughput (images/s).")
 @click.option("--workers", type=int, default=4, show_default=True, help="DataLoader workers for --speed.")
-def data_check(bench, data_root, speed, workers):
+def data_check(bench, data_root, folder, class_names, download, speed, workers):
     """Detect the layout, count classes and images, list unreadable files."""
     from .benchmarks.base import DataConfig
-    from .benchmarks.check import check_benchmark
+    from .benchmarks.check import check_benchmark, check_folder
+    from .errors import ConfigError
 
-    report = check_benchmark(bench, DataConfig(data_root=data_root), speed=speed, workers=workers)
+    if folder is not None:
+        report = check_folder(folder, speed=speed, workers=workers)
+    elif bench is not None and data_root is not None:
+        cfg = DataConfig(data_root=data_root, class_names_file=class_names, download=download)
+        report = check_benchmark(bench, cfg, speed=speed, workers=workers)
+    else:
+        raise ConfigError("give --bench NAME --data-root DIR, or --folder DIR for an ImageFolder")
     click.echo(report.format_table())
     if not report.ok:
         sys.exit(1)
