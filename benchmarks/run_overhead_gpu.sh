@@ -29,7 +29,7 @@ run() {  # run NAME TIMEOUT_S ARGS...
     timeout "$limit" "$PY" -m segpcl.cli "${common[@]}" "$@" --json "$out/$name.json" >"$out/$name.txt" 2>&1
     local rc=$?
     echo "== $name: rc=$rc, $((SECONDS - t0)) s"
-    grep -E "^(training step|  \(FLOPs|whole task|inference per image|DPGD anchors|extra inference|dual-path head|  text tower|  one anchor|  measured step)" "$out/$name.txt" | cut -c1-400
+    grep -E "^(training step|  \(FLOPs|whole task|inference per image|DPGD anchors|extra inference|dual-path head|  text tower|  why|  one anchor|  measured step)" "$out/$name.txt" | cut -c1-400
     [ "$rc" -eq 0 ] || { tail -n 20 "$out/$name.txt"; status=1; }
 }
 
@@ -37,5 +37,5 @@ run() {  # run NAME TIMEOUT_S ARGS...
 run gpu_vitl14 150 --model ViT-L-14-quickgelu --sweep-anchors 8,16,64 --profile
 run gpu_vitb16 60 --model ViT-B-16 --sweep-anchors 8,16,64
 # text tower frozen (visual-only LoRA): no text forward per step, TSGR off, the ratio is the image tower's (B+A)/B
-run gpu_vitl14_visual 90 --model ViT-L-14-quickgelu --lora-towers visual --sweep-anchors 8,16
+run gpu_vitl14_visual 60 --model ViT-L-14-quickgelu --lora-towers visual --sweep-anchors 8,16
 exit $status

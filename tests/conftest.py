@@ -1,13 +1,17 @@
-"""Test setup: TRITON_INTERPRET and HF_HUB_OFFLINE must be set before anything imports triton or the hub."""
+"""Test setup. Without CUDA, TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors; it must be set before
+anything imports triton (peft and open_clip do), and `import torch` alone does not. HF_HUB_OFFLINE keeps a
+missing weight from costing network retries."""
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -139,3 +139,15 @@ def test_same_results_with_torch_and_triton_interpreter_backends(tmp_path, monke
     assert results["triton"]["accuracy_matrix"] == results["torch"]["accuracy_matrix"]
     for a, b in zip(results["triton"]["task_info"], results["torch"]["task_info"], strict=True):
         assert a.get("mean_acgd", 0) == pytest.approx(b.get("mean_acgd", 0), rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.gpu
+def test_reduced_run_on_cuda_with_bf16_and_triton_kernels(tmp_path):
+    from segpcl.kernels import backend
+
+    assert backend("cuda") == "triton"
+    cfg = _reduced_cfg(device="cuda")
+    cfg.model.precision = "bf16"
+    metrics = run_training(cfg, out_dir=tmp_path / "gpu", progress=False).metrics
+    assert metrics["environment"]["device"].startswith("cuda")
+    assert metrics["tasks_completed"] == 3 and metrics["task_info"][1]["mean_acgd"] >= 0

@@ -561,6 +561,34 @@ def _verdict(value: float, target: float, aim: float | None = None) -> str:
     return f"MISSED: target <= {target:.2f}, over by {value - target:.3f}"
 
 
+def _why_missed(r: dict) -> list[str]:
+    """One line per missed target, saying where the extra time comes from."""
+    tm, tk, bd, inf, s = r["timings"], r["task"], r["breakdown"], r["inference"], r["setting"]
+    lora_step, seg_step = tm["lora_step"]["median"], tm["segpcl_step"]["median"]
+    out = []
+    if r["train_step_ratio"] > TRAIN_TARGET:
+        anchors = bd["image_fwd_bwd_B_plus_A_s"] - bd["image_fwd_bwd_B_s"]
+        out.append(
+            f"  why the step misses: the A = {s['anchors_per_step_effective']} anchors add {anchors * 1e3:.2f} ms of "
+            f"image-tower work ({bd['image_work_ratio']:.2f}x image batch) to a {lora_step * 1e3:.2f} ms LoRA step; "
+            f"the other {(seg_step - lora_step - anchors) * 1e3:.2f} ms are the ACGD/TSGR loss ops and timing noise. "
+            "Fewer anchors per step lower it (see below); so does more text-tower work per step (C x templates)."
+        )
+    if r["task_overhead_ratio"] > TRAIN_TARGET:
+        extra = tk["segpcl_before_task_s"] + tk["segpcl_after_task_s"]
+        out.append(
+            f"  why the task misses: before_task + after_task = {_ms(extra).strip()} "
+            f"({extra / tk['lora_task_s'] * 100:.1f}% of the task's {tk['task_steps']} LoRA steps) on top of the "
+            f"per-step overhead ({tk['task_steps']} x {(seg_step - lora_step) * 1e3:.2f} ms)."
+        )
+    if r["inference_time_ratio"] > INFERENCE_TARGET:
+        out.append(
+            f"  why inference misses: the dual-path head costs {inf['head_extra_per_image_s'] * 1e6:.3f} us per image "
+            f"({inf['time_ratio_from_head']:.4f}x); the rest is timing noise of whole forward passes (more --repeats)."
+        )
+    return out
+
+
 def format_overhead(r: dict) -> str:
     """The human-readable report of a `measure_overhead` result."""
     s, m, env, tk, inf, bd = r["setting"], r["model"], r["environment"], r["task"], r["inference"], r["breakdown"]
@@ -624,6 +652,7 @@ def format_overhead(r: dict) -> str:
         + "Predicted step ratio from these parts: "
         f"{bd['predicted_train_step_ratio']:.3f}x.",
     ]
+    lines += _why_missed(r)
     if bd["anchors_per_step_at_1.20"] is not None:
         lines.append(
             f"  one anchor costs {bd['image_cost_per_anchor_s'] * 1e3:.3f} ms: the step ratio reaches 1.20 at about "

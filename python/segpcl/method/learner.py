@@ -161,7 +161,8 @@ class Learner:
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """CE over all seen classes + lambda_A * ACGD + lambda_T * TSGR for one batch of new-task images."""
         n_seen, n_old = self.n_seen(), self.n_old()
-        text = self.student_text(n_seen)
+        with self.autocast():  # the text tower runs every step when it has LoRA: bf16 on CUDA like the images
+            text = self.student_text(n_seen)
         anchor_idx = None
         x = images
         if self.anchors is not None and self.cfg.lambda_acgd > 0 and len(self.anchors):
