@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import inspect
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,8 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-HERE = Path(__file__).resolve().parent
+from _bench_harness import HERE, device_name, import_path, write_csv
 
 
 def _parse() -> argparse.Namespace:
@@ -52,14 +49,6 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--gamma", type=float, default=1 / 255, help="PGD step size")
     ap.add_argument("--lambda-p", type=float, default=1.0, help="weight of the visual-prototype objective")
     return ap.parse_args()
-
-
-def _import_path() -> None:
-    """Use the installed segpcl, else the source tree beside this folder."""
-    try:
-        import segpcl  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(HERE.parent / "python"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,7 +154,7 @@ def _self_test(args) -> int:
     os.environ["TRITON_INTERPRET"] = "1"  # before open_clip (which imports triton) and segpcl
     os.environ.setdefault("SEGPCL_KERNELS", "triton")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _import_path()
+    import_path()
     torch.manual_seed(0)
     model = _tiny_clip().eval()
     encode_image, x, targets, text_old, protos_old, scale = _problem(model, 4, 5, "cpu")
@@ -215,7 +204,7 @@ def main() -> int:
             sys.exit("no CUDA device: this benchmark measures GPU work (use --quick or --self-test on a CPU)")
         os.environ["TRITON_INTERPRET"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _import_path()
+    import_path()
     import open_clip
     import triton
 
@@ -248,7 +237,7 @@ def main() -> int:
     if d_fused.shape != x.shape or d_eager.shape != x.shape:
         sys.exit(f"anchors have the wrong shape: eager {tuple(d_eager.shape)}, fused {tuple(d_fused.shape)}")
 
-    gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
+    gpu = device_name(device)
     row = {
         "gpu": gpu,
         "torch": torch.__version__,
@@ -267,12 +256,7 @@ def main() -> int:
         "eager_peak_mb": round(mb_eager, 1),
         "fused_peak_mb": round(mb_fused, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results_dpgd.csv"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
+    path = write_csv(args.out, "results_dpgd.csv", [row])
     print(f"DPGD anchors, {gpu}, torch {row['torch']}, triton {row['triton']}, open_clip {row['open_clip']}")
     print(f"model {name}, batch {batch}, {steps} steps, autocast {row['autocast']}")
     print(f"{'path':>6} {'s/run':>9} {'anchors/s':>10} {'peak MB':>9}")

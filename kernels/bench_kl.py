@@ -22,17 +22,13 @@ harness, not a measurement).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _bench_harness import HERE, device_name, import_path, peak_mb, setup_backend, timer, warm_gpu, write_csv
 
-HERE = Path(__file__).resolve().parent
 TARGET = "fused fwd+bwd >= eager speed (speedup >= 1) and fused peak memory <= eager"
 
 
@@ -44,48 +40,6 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--tau", type=float, default=1.0, help="temperature (default 1.0)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best median kept)")
     return ap.parse_args()
-
-
-def _import_path() -> None:
-    """Use the installed segpcl, else the source tree beside this folder."""
-    try:
-        import segpcl  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(HERE.parent / "python"))
-
-
-def _setup_backend(quick: bool) -> str:
-    """Returns the device; on a CPU-only --quick run turns the Triton interpreter on before triton loads."""
-    if torch.cuda.is_available():
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and not quick:
-            sys.exit("TRITON_INTERPRET is set: unset it to measure the compiled kernels")
-        return "cuda"
-    if not quick:
-        sys.exit("no CUDA device: this benchmark measures GPU kernels (use --quick for a CPU smoke test)")
-    os.environ["TRITON_INTERPRET"] = "1"
-    return "cpu"
-
-
-def _timer(device: str):
-    if device == "cuda":
-        import triton.testing
-
-        return lambda fn, grad_to_none=None: triton.testing.do_bench(
-            fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"
-        )
-
-    def cpu_time(fn, grad_to_none=None):
-        runs = []
-        for _ in range(3):
-            if grad_to_none:
-                for t in grad_to_none:
-                    t.grad = None
-            t0 = time.perf_counter()
-            fn()
-            runs.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(runs)
-
-    return cpu_time
 
 
 def _gpu_timer(device: str):
@@ -119,42 +73,17 @@ def _gpu_timer(device: str):
     return gpu_time
 
 
-def _warm_gpu(device: str, seconds: float = 1.5) -> None:
-    """Bring the GPU clocks up before the first measurement (idle clocks skew the first shapes)."""
-    if device != "cuda":
-        return
-    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(20):
-            a @ a
-        torch.cuda.synchronize()
-
-
-def _peak_mb(fn, device: str) -> float:
-    if device != "cuda":
-        return float("nan")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    out = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del out
-    return peak / 2**20
-
-
 def main() -> int:
     args = _parse()
-    device = _setup_backend(args.quick)
-    _import_path()
+    device = setup_backend(args.quick)
+    import_path()
     import importlib
 
     import torch.nn.functional as F
     import triton
 
     A = importlib.import_module("segpcl.kernels.anchor_kl")
-    bench = _timer(device)
+    bench = timer(device)
     gpu_bench = _gpu_timer(device)
     tau = args.tau
     rounds = 1 if args.quick else max(1, args.rounds)
@@ -174,11 +103,11 @@ def main() -> int:
     def fused(s, t):
         return A.anchor_kl_triton(s, t, tau)
 
-    gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
+    gpu = device_name(device)
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__}
     rows = []
     gen = torch.Generator(device=device).manual_seed(0)
-    _warm_gpu(device)
+    warm_gpu(device)
     for dtype in dtypes:
         for n, c in sizes:
             s = (torch.randn(n, c, device=device, generator=gen) * 4).to(dtype).requires_grad_(True)
@@ -217,7 +146,7 @@ def main() -> int:
                 for name, call in calls.items():
                     gpu_ms = gpu_bench(call, grad_to_none=[s])
                     s.grad = None
-                    mb = _peak_mb(call, device)
+                    mb = peak_mb(call, device)
                     s.grad = None
                     res[name] = (min(times[name]), mb, gpu_ms)
                 speedup = res["eager"][0] / res["fused"][0]
@@ -240,12 +169,7 @@ def main() -> int:
                     }
                 )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results_kl.csv"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(args.out, "results_kl.csv", rows)
 
     print(f"anchor KL, {gpu}, torch {meta['torch']}, triton {meta['triton']}, tau {tau}")
     print(

@@ -17,17 +17,12 @@ harness, not a measurement).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _bench_harness import HERE, device_name, import_path, peak_mb, setup_backend, timer, warm_gpu, write_csv
 
-HERE = Path(__file__).resolve().parent
 TARGET = "fused (out of place and in place) >= 2x eager speed and fused peak memory <= eager"
 EPS, STEP = 4 / 255, 1 / 255
 
@@ -41,68 +36,6 @@ def _parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def _import_path() -> None:
-    """Use the installed segpcl, else the source tree beside this folder."""
-    try:
-        import segpcl  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(HERE.parent / "python"))
-
-
-def _setup_backend(quick: bool) -> str:
-    """Returns the device; on a CPU-only --quick run turns the Triton interpreter on before triton loads."""
-    if torch.cuda.is_available():
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and not quick:
-            sys.exit("TRITON_INTERPRET is set: unset it to measure the compiled kernels")
-        return "cuda"
-    if not quick:
-        sys.exit("no CUDA device: this benchmark measures GPU kernels (use --quick for a CPU smoke test)")
-    os.environ["TRITON_INTERPRET"] = "1"
-    return "cpu"
-
-
-def _timer(device: str):
-    if device == "cuda":
-        import triton.testing
-
-        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-
-    def cpu_time(fn):
-        runs = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn()
-            runs.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(runs)
-
-    return cpu_time
-
-
-def _warm_gpu(device: str, seconds: float = 1.5) -> None:
-    """Bring the GPU clocks up before the first measurement (idle clocks skew the first shapes)."""
-    if device != "cuda":
-        return
-    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(20):
-            a @ a
-        torch.cuda.synchronize()
-
-
-def _peak_mb(fn, device: str) -> float:
-    if device != "cuda":
-        return float("nan")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    out = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del out
-    return peak / 2**20
-
-
 def eager_step(x, delta, grad, eps=EPS, step=STEP):
     """The plain torch sequence the fused kernel replaces."""
     new = (delta - step * grad.sign()).clamp(-eps, eps)
@@ -111,23 +44,23 @@ def eager_step(x, delta, grad, eps=EPS, step=STEP):
 
 def main() -> int:
     args = _parse()
-    device = _setup_backend(args.quick)
-    _import_path()
+    device = setup_backend(args.quick)
+    import_path()
     import importlib
 
     import triton
 
     P = importlib.import_module("segpcl.kernels.pgd_step")
-    bench = _timer(device)
+    bench = timer(device)
     batches, hw = ((2, 4), 32) if args.quick else ((32, 64, 128), 224)
     dtypes = [torch.float32, torch.bfloat16]
 
-    gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
+    gpu = device_name(device)
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__}
     rows = []
     gen = torch.Generator(device=device).manual_seed(0)
     rounds = 1 if args.quick else max(1, args.rounds)
-    _warm_gpu(device)
+    warm_gpu(device)
     for dtype in dtypes:
         for b in batches:
             shape = (b, 3, hw, hw)
@@ -152,7 +85,7 @@ def main() -> int:
             for _ in range(rounds):  # interleaved, so that drifts hit all variants alike
                 for name, fn in variants.items():
                     times[name].append(bench(fn))
-            res = {name: (min(times[name]), _peak_mb(fn, device)) for name, fn in variants.items()}
+            res = {name: (min(times[name]), peak_mb(fn, device)) for name, fn in variants.items()}
             nbytes = x.numel() * x.element_size()
             for name in ("fused", "fused_inplace"):
                 ms, mb = res[name]
@@ -173,12 +106,7 @@ def main() -> int:
                     }
                 )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results_pgd_step.csv"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_csv(args.out, "results_pgd_step.csv", rows)
 
     print(f"PGD step, {gpu}, torch {meta['torch']}, triton {meta['triton']}")
     print(

@@ -11,17 +11,11 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_support import DEVICE, needs_compiled_triton, needs_triton
 
 import segpcl.kernels as K
 
 A = importlib.import_module("segpcl.kernels.anchor_kl")  # the package re-exports a function of that name
-
-_STATUS = K.triton_status()
-_CAN_RUN = _STATUS["interpreter"] or _STATUS["cuda"]
-DEVICE = "cpu" if _STATUS["interpreter"] or not torch.cuda.is_available() else "cuda"
-needs_triton = pytest.mark.skipif(
-    not _CAN_RUN, reason=f"Triton kernels cannot run here (set TRITON_INTERPRET=1): {_STATUS['reason']}"
-)
 
 
 @pytest.fixture
@@ -241,7 +235,7 @@ def test_bad_input_raises_value_error(monkeypatch, backend, make, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton")
+@needs_compiled_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("n, c", [(1, 1), (37, 1031), (4096, 300), (5, 10000)])
 def test_gpu_matches_reference(monkeypatch, dtype, n, c):

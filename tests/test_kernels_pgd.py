@@ -11,17 +11,12 @@ import importlib
 
 import pytest
 import torch
+from triton_support import DEVICE, needs_compiled_triton, needs_triton
 
 import segpcl.kernels as K
 
 P = importlib.import_module("segpcl.kernels.pgd_step")  # the package re-exports a function of that name
 
-_STATUS = K.triton_status()
-_CAN_RUN = _STATUS["interpreter"] or _STATUS["cuda"]
-DEVICE = "cpu" if _STATUS["interpreter"] or not torch.cuda.is_available() else "cuda"
-needs_triton = pytest.mark.skipif(
-    not _CAN_RUN, reason=f"Triton kernels cannot run here (set TRITON_INTERPRET=1): {_STATUS['reason']}"
-)
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -213,7 +208,7 @@ def test_bad_input_raises_value_error(monkeypatch, backend, make, message, fn):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or not _STATUS["cuda"], reason="needs CUDA and compiled Triton")
+@needs_compiled_triton
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_matches_reference(monkeypatch, dtype):
     monkeypatch.setenv("SEGPCL_KERNELS", "auto")

@@ -338,7 +338,9 @@ def _measure(cfg: OverheadConfig) -> dict:
         return run
 
     def text_fb() -> None:
-        lora.student_text(C).sum().backward()
+        with autocast():  # as in Learner.training_loss
+            text = lora.student_text(C)
+        text.sum().backward()
         opt.zero_grad(set_to_none=True)
 
     @torch.no_grad()

@@ -88,7 +88,20 @@ def _unreadable(path: str, err: BaseException, strict: bool, hint: str) -> None:
         )
 
 
-class ImageFileDataset(Dataset):
+class _LabelledImages(Dataset):
+    """A dataset of images with integer class ids in ``self.labels`` (int64 [N]), exposed as ``.targets``."""
+
+    labels: np.ndarray
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class ImageFileDataset(_LabelledImages):
     """Image files with integer labels. Picklable and light (paths held in one numpy byte array, so
     DataLoader workers do not copy millions of Python strings on write)."""
 
@@ -111,13 +124,6 @@ class ImageFileDataset(Dataset):
         self.fast_decode = bool(fast_decode)
         self.transform = make_transform(self.image_size)
 
-    @property
-    def targets(self) -> np.ndarray:
-        return self.labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def path(self, i: int) -> str:
         return os.fsdecode(self.paths[i])
 
@@ -134,7 +140,7 @@ class ImageFileDataset(Dataset):
         return self.transform(image), int(self.labels[i])
 
 
-class ArrayImageDataset(Dataset):
+class ArrayImageDataset(_LabelledImages):
     """uint8 RGB images [N, H, W, 3] held in memory (CIFAR), served through the same transform."""
 
     def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, image_size: int):
@@ -144,13 +150,6 @@ class ArrayImageDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         self.image_size = int(image_size)
         self.transform = make_transform(self.image_size)
-
-    @property
-    def targets(self) -> np.ndarray:
-        return self.labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
@@ -285,6 +284,26 @@ def check_hint(bench: str, root: Path | str | None) -> str:
 # ------------------------------------------------------------------------------------- assembling
 
 
+@dataclass(frozen=True)
+class FileSplit:
+    """The image files of a data set's train and test splits, with their class ids."""
+
+    train_paths: list[str]
+    train_labels: np.ndarray
+    test_paths: list[str]
+    test_labels: np.ndarray
+
+    @classmethod
+    def from_mask(cls, paths: list[str], labels: np.ndarray, is_train: np.ndarray) -> FileSplit:
+        """Split one list of files (and its labels) by a boolean train mask, keeping the order."""
+        return cls(
+            train_paths=[p for p, t in zip(paths, is_train, strict=True) if t],
+            train_labels=labels[is_train],
+            test_paths=[p for p, t in zip(paths, is_train, strict=True) if not t],
+            test_labels=labels[~is_train],
+        )
+
+
 def make_benchmark(
     name: str,
     cfg: DataConfig,
@@ -299,10 +318,12 @@ def make_benchmark(
     expected_classes: int,
     notes: dict,
     names_usable: bool = True,
+    stacklevel: int = 3,
 ) -> Benchmark:
     """Apply cfg.class_names_file / cfg.templates_file, warn about unusable or duplicate names and an
     unexpected class count, and build the Benchmark. `class_keys` are the data set's own class keys
-    (wnids, folder names), which a class-names file may use instead of indices."""
+    (wnids, folder names), which a class-names file may use instead of indices. The warnings point
+    `stacklevel` frames up (3: the caller of the benchmark's builder)."""
     from .class_files import load_class_names, load_templates
 
     n = len(class_names)
@@ -316,7 +337,7 @@ def make_benchmark(
             f"{names[0]!r}); zero-shot CLIP on ids is meaningless. Pass --class-names FILE "
             "(lines `id name`, or one name per line in class-index order).",
             DataWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     dups = sorted({x for x in names if names.count(x) > 1}) if len(set(names)) != n else []
     if dups:
@@ -325,14 +346,14 @@ def make_benchmark(
             f"{name}: {len(dups)} class names are shared by several classes ({shown}); CLIP cannot "
             "tell those classes apart by text. Pass --class-names FILE with distinct names.",
             DataWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if n != expected_classes:
         warnings.warn(
             f"{name}: found {n} classes at {notes.get('root')}, the benchmark has {expected_classes}; "
             "the default task split assumes the full data set",
             DataWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if cfg.templates_file is not None:
         temps = load_templates(cfg.templates_file)
@@ -350,4 +371,36 @@ def make_benchmark(
         train_targets=np.asarray(train_targets, dtype=np.int64),
         test_targets=np.asarray(test_targets, dtype=np.int64),
         notes=notes,
+    )
+
+
+def make_file_benchmark(
+    name: str,
+    cfg: DataConfig,
+    files: FileSplit,
+    *,
+    class_names: list[str],
+    class_keys: list[str] | None,
+    templates: Sequence[str],
+    expected_classes: int,
+    notes: dict,
+    names_usable: bool = True,
+) -> Benchmark:
+    """`make_benchmark` for a data set read from image files: the train and test ImageFileDatasets use
+    cfg's image size and strictness, and point at `segpcl data check` for this benchmark's unreadable files."""
+    hint = check_hint(name, cfg.data_root)
+    return make_benchmark(
+        name,
+        cfg,
+        class_names=class_names,
+        class_keys=class_keys,
+        templates=templates,
+        train=ImageFileDataset(files.train_paths, files.train_labels, cfg.image_size, cfg.strict, hint),
+        test=ImageFileDataset(files.test_paths, files.test_labels, cfg.image_size, cfg.strict, hint),
+        train_targets=files.train_labels,
+        test_targets=files.test_labels,
+        expected_classes=expected_classes,
+        notes=notes,
+        names_usable=names_usable,
+        stacklevel=4,
     )

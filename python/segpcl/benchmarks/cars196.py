@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._files import ImageFileDataset, Locator, check_hint, child_ci, make_benchmark, register_locator
+from ._files import FileSplit, Locator, child_ci, make_file_benchmark, register_locator
 from .base import Benchmark, DataConfig, register_benchmark
 from .imagefolder import clean_class_name, is_split_imagefolder, read_split_imagefolder
 from .templates import CARS196_TEMPLATES
@@ -129,7 +129,6 @@ def _annotations(path: Path, images: Path, n_classes: int) -> tuple[list[str], n
 )
 def build_cars196(cfg: DataConfig) -> Benchmark:
     folder, layout = LOCATOR.require(cfg)
-    hint = check_hint("cars196", cfg.data_root)
     if layout == TORCHVISION:
         meta_path = folder / "devkit" / "cars_meta.mat"
         meta = _loadmat(meta_path)
@@ -141,28 +140,21 @@ def build_cars196(cfg: DataConfig) -> Benchmark:
             folder / "devkit" / "cars_train_annos.mat", folder / "cars_train", len(names)
         )
         test_paths, test_y = _annotations(_test_annos(folder), folder / "cars_test", len(names))  # type: ignore[arg-type]
+        split = FileSplit(train_paths, train_y, test_paths, test_y)
         names_source = str(meta_path)
     else:
         s = read_split_imagefolder(folder)
-        keys, train_paths, train_y, test_paths, test_y = (
-            s.classes,
-            s.train_paths,
-            s.train_labels,
-            s.test_paths,
-            s.test_labels,
-        )
+        keys = s.classes
+        split = FileSplit(s.train_paths, s.train_labels, s.test_paths, s.test_labels)
         names = [clean_class_name(k) for k in keys]
         names_source = f"class folder names under {s.train_dir}"
-    return make_benchmark(
+    return make_file_benchmark(
         "cars196",
         cfg,
+        split,
         class_names=names,
         class_keys=keys,
         templates=CARS196_TEMPLATES,
-        train=ImageFileDataset(train_paths, train_y, cfg.image_size, cfg.strict, hint),
-        test=ImageFileDataset(test_paths, test_y, cfg.image_size, cfg.strict, hint),
-        train_targets=train_y,
-        test_targets=test_y,
         expected_classes=N_CLASSES,
         notes={"layout": layout, "root": str(folder), "names_source": names_source},
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._files import ImageFileDataset, Locator, check_hint, make_benchmark, register_locator
+from ._files import FileSplit, Locator, make_file_benchmark, register_locator
 from .base import Benchmark, DataConfig, register_benchmark
 from .imagefolder import clean_class_name, is_split_imagefolder, read_split_imagefolder
 from .templates import CUB200_TEMPLATES
@@ -119,33 +119,22 @@ def _read_official(folder: Path) -> tuple[list[str], list[str], np.ndarray, np.n
 )
 def build_cub200(cfg: DataConfig) -> Benchmark:
     folder, layout = LOCATOR.require(cfg)
-    hint = check_hint("cub200", cfg.data_root)
     if layout == OFFICIAL:
         keys, paths, y, is_train = _read_official(folder)
-        train_paths = [p for p, t in zip(paths, is_train, strict=True) if t]
-        test_paths = [p for p, t in zip(paths, is_train, strict=True) if not t]
-        train_y, test_y = y[is_train], y[~is_train]
+        split = FileSplit.from_mask(paths, y, is_train)
         names_source = f"{folder / 'classes.txt'}"
     else:
         s = read_split_imagefolder(folder)
-        keys, train_paths, train_y, test_paths, test_y = (
-            s.classes,
-            s.train_paths,
-            s.train_labels,
-            s.test_paths,
-            s.test_labels,
-        )
+        keys = s.classes
+        split = FileSplit(s.train_paths, s.train_labels, s.test_paths, s.test_labels)
         names_source = f"class folder names under {s.train_dir}"
-    return make_benchmark(
+    return make_file_benchmark(
         "cub200",
         cfg,
+        split,
         class_names=[clean_class_name(k) for k in keys],
         class_keys=keys,
         templates=CUB200_TEMPLATES,
-        train=ImageFileDataset(train_paths, train_y, cfg.image_size, cfg.strict, hint),
-        test=ImageFileDataset(test_paths, test_y, cfg.image_size, cfg.strict, hint),
-        train_targets=train_y,
-        test_targets=test_y,
         expected_classes=N_CLASSES,
         notes={"layout": layout, "root": str(folder), "names_source": names_source},
     )

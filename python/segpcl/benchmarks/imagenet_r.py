@@ -27,12 +27,11 @@ import numpy as np
 from ..errors import DataError
 from ._files import (
     DataWarning,
-    ImageFileDataset,
+    FileSplit,
     Locator,
-    check_hint,
     child_ci,
     describe_folder,
-    make_benchmark,
+    make_file_benchmark,
     register_locator,
 )
 from .base import Benchmark, DataConfig, register_benchmark
@@ -315,7 +314,6 @@ def write_split_list(path: Path, root: Path, entries: list[tuple[str, str]], see
 def build_imagenet_r(cfg: DataConfig) -> Benchmark:
     folder, layout = LOCATOR.require(cfg)
     root = Path(cfg.data_root).expanduser()  # type: ignore[arg-type]
-    hint = check_hint("imagenet_r", cfg.data_root)
     notes: dict = {"layout": layout, "root": str(folder)}
     search = [folder, folder.parent, root, root.parent] if folder.is_dir() else [folder.parent, root.parent]
 
@@ -334,28 +332,23 @@ def build_imagenet_r(cfg: DataConfig) -> Benchmark:
         data_folder = folder if folder.is_dir() else folder.parent
         keys, paths, y, is_train, base = _read_from_list(files, data_folder, [root])
         search = [base, base.parent, *search]
-        train_paths = [p for p, t in zip(paths, is_train, strict=True) if t]
-        test_paths = [p for p, t in zip(paths, is_train, strict=True) if not t]
-        train_y, test_y = y[is_train], y[~is_train]
+        split = FileSplit.from_mask(paths, y, is_train)
     elif layout == PRESPLIT:
         s = read_split_imagefolder(folder)
-        keys, train_paths, train_y, test_paths, test_y = (
-            s.classes,
-            s.train_paths,
-            s.train_labels,
-            s.test_paths,
-            s.test_labels,
-        )
+        keys = s.classes
+        split = FileSplit(s.train_paths, s.train_labels, s.test_paths, s.test_labels)
     else:
         wnids, entries = split_release(folder, cfg.seed)
         if not entries:
             raise DataError(f"imagenet_r: the wnid folders under {folder} hold no images; {describe_folder(folder)}")
         keys = wnids
         index = {w: i for i, w in enumerate(wnids)}
-        train_paths = [str(folder / p) for s, p in entries if s == "train"]
-        test_paths = [str(folder / p) for s, p in entries if s == "test"]
-        train_y = np.asarray([index[p.split("/", 1)[0]] for s, p in entries if s == "train"], dtype=np.int64)
-        test_y = np.asarray([index[p.split("/", 1)[0]] for s, p in entries if s == "test"], dtype=np.int64)
+        split = FileSplit(
+            train_paths=[str(folder / p) for s, p in entries if s == "train"],
+            train_labels=np.asarray([index[p.split("/", 1)[0]] for s, p in entries if s == "train"], dtype=np.int64),
+            test_paths=[str(folder / p) for s, p in entries if s == "test"],
+            test_labels=np.asarray([index[p.split("/", 1)[0]] for s, p in entries if s == "test"], dtype=np.int64),
+        )
         notes["split_seed"] = cfg.seed
         if cfg.run_dir is not None:
             target = Path(cfg.run_dir) / SPLIT_FILE
@@ -369,16 +362,13 @@ def build_imagenet_r(cfg: DataConfig) -> Benchmark:
 
     names, usable, source = _names_for(keys, search)
     notes["names_source"] = source
-    return make_benchmark(
+    return make_file_benchmark(
         "imagenet_r",
         cfg,
+        split,
         class_names=names,
         class_keys=keys,
         templates=IMAGENET_R_TEMPLATES,
-        train=ImageFileDataset(train_paths, train_y, cfg.image_size, cfg.strict, hint),
-        test=ImageFileDataset(test_paths, test_y, cfg.image_size, cfg.strict, hint),
-        train_targets=train_y,
-        test_targets=test_y,
         expected_classes=N_CLASSES,
         notes=notes,
         names_usable=usable,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._files import ImageFileDataset, Locator, check_hint, make_benchmark, register_locator
+from ._files import FileSplit, Locator, make_file_benchmark, register_locator
 from .base import Benchmark, DataConfig, register_benchmark
 from .imagefolder import clean_class_name, is_split_imagefolder, read_split_imagefolder
 from .templates import OMNIBENCHMARK_TEMPLATES
@@ -42,17 +42,13 @@ LOCATOR = register_locator(
 def build_omnibenchmark(cfg: DataConfig) -> Benchmark:
     folder, layout = LOCATOR.require(cfg)
     s = read_split_imagefolder(folder)
-    hint = check_hint("omnibenchmark", cfg.data_root)
-    return make_benchmark(
+    return make_file_benchmark(
         "omnibenchmark",
         cfg,
+        FileSplit(s.train_paths, s.train_labels, s.test_paths, s.test_labels),
         class_names=[clean_class_name(k) for k in s.classes],
         class_keys=s.classes,
         templates=OMNIBENCHMARK_TEMPLATES,
-        train=ImageFileDataset(s.train_paths, s.train_labels, cfg.image_size, cfg.strict, hint),
-        test=ImageFileDataset(s.test_paths, s.test_labels, cfg.image_size, cfg.strict, hint),
-        train_targets=s.train_labels,
-        test_targets=s.test_labels,
         expected_classes=N_CLASSES,
         notes={
             "layout": layout,
