@@ -121,4 +121,6 @@ def test_cli_data_check_and_benches(data_root, tmp_path):
     assert neither.exit_code == 2 and "--folder" in neither.output
     listing = CliRunner().invoke(main, ["benches", "--data-root", str(data_root)])
     assert listing.exit_code == 0
-    assert all(line.split()[3] in ("ready", "built-in") for line in listing.output.splitlines()[1:] if line[:1].isalpha())
+    assert all(
+        line.split()[3] in ("ready", "built-in") for line in listing.output.splitlines()[1:] if line[:1].isalpha()
+    )

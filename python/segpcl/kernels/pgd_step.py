@@ -187,10 +187,8 @@ def _launch(x_clean, delta, grad, out, eps, step_size, active, skip_inactive: bo
     m = delta.numel() // batch if batch else 0
     if batch == 0 or m == 0:
         return
-    eps_t = eps.detach().to(torch.float32).expand(batch).contiguous() if isinstance(eps, torch.Tensor) else None
-    step_t = (
-        step_size.detach().to(torch.float32).expand(batch).contiguous() if isinstance(step_size, torch.Tensor) else None
-    )
+    eps_t = _per_sample_fp32(eps, batch, delta.device) if isinstance(eps, torch.Tensor) else None
+    step_t = _per_sample_fp32(step_size, batch, delta.device) if isinstance(step_size, torch.Tensor) else None
     act_t = active.contiguous().view(torch.uint8) if active is not None else None
     block = min(block, max(16, triton.next_power_of_2(m)))
     blocks_per_sample = triton.cdiv(m, block)
