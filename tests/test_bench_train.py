@@ -57,3 +57,43 @@ def test_train_on_a_fake_imagenet_r(tmp_path):
     assert metrics["skipped_images"] == {"train": 1, "test": 1}
     split = (out / SPLIT_FILE).read_text()
     assert first["train"] in split and "# root:" in split and IMR_WNIDS[0] in first["test"]
+
+
+@pytest.mark.parametrize("bench", ["cifar100", "cub200", "cars196", "omnibenchmark"])
+def test_train_two_tasks_on_each_fake_layout(tmp_path, bench):
+    """`segpcl train --bench NAME --data-root FAKE` runs two tasks end to end on every other benchmark."""
+    import fakedata
+
+    from segpcl.benchmarks.base import get_benchmark_info
+    from segpcl.cli import main
+
+    make = {
+        "cifar100": fakedata.make_cifar100,
+        "cub200": fakedata.make_cub_official,
+        "cars196": fakedata.make_cars_torchvision,
+        "omnibenchmark": fakedata.make_omnibenchmark,
+    }[bench]
+    make(tmp_path / "data")
+    n = get_benchmark_info(bench).n_classes
+    sizes = [n // 2, n - n // 2]
+    out = tmp_path / "run"
+    args = ["train", "--bench", bench, "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"]
+    sets = {
+        "model.arch": "tiny",
+        "model.pretrained": "null",
+        "model.precision": "fp32",
+        "train.device": "cpu",
+        "train.epochs": 1,
+        "data.task_sizes": f"[{sizes[0]},{sizes[1]}]",
+        "data.num_workers": 0,
+        "method.k_seed": 8,
+        "method.pgd_steps": 1,
+    }
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bench"] == bench and metrics["task_sizes"] == sizes
+    assert metrics["tasks_completed"] == 2 and len(metrics["accuracy_matrix"][1]) == 2
+    assert metrics["task_info"][1]["anchors"] == 8
