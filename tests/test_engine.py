@@ -151,3 +151,33 @@ def test_reduced_run_on_cuda_with_bf16_and_triton_kernels(tmp_path):
     metrics = run_training(cfg, out_dir=tmp_path / "gpu", progress=False).metrics
     assert metrics["environment"]["device"].startswith("cuda")
     assert metrics["tasks_completed"] == 3 and metrics["task_info"][1]["mean_acgd"] >= 0
+
+
+def test_ablate_writes_the_table_over_methods_and_seeds(tmp_path):
+    args = ["ablate", "--methods", "lora,segpcl", "--seeds", "1,2", "--out", str(tmp_path / "abl"), *REDUCED]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
+    assert set(rows) == {"lora", "segpcl"} and table["seeds"] == [1, 2]
+    for row in rows.values():
+        assert row["seeds"] == [1, 2] and len(row["last"]) == 2
+        assert row["last_mean"] == pytest.approx(sum(row["last"]) / 2)
+    markdown = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| segpcl |" in markdown and "±" in markdown
+    # a second call reuses the finished runs instead of training again
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and json.loads((tmp_path / "abl" / "ablation.json").read_text()) == table
+
+
+def test_zero_shot_retention_is_measured_before_and_after(tmp_path):
+    from fakedata import make_split_imagefolder
+
+    folder = make_split_imagefolder(tmp_path / "pets", ["cat", "dog", "golden_retriever"], per_split=(1, 2))
+    cfg = _reduced_cfg()
+    cfg.data.zs_eval = {"pets": str(folder)}
+    metrics = run_training(cfg, out_dir=tmp_path / "zs", progress=False).metrics
+    pets = metrics["zero_shot_retention"]["pets"]
+    assert set(pets) == {"before", "after", "delta"}
+    assert pets["delta"] == pytest.approx(pets["after"] - pets["before"])
+    assert 0 <= pets["before"] <= 100
