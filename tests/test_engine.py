@@ -49,8 +49,12 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
     result = CliRunner().invoke(main, ["train", "--out", str(out), *REDUCED])
     assert result.exit_code == 0, result.output
     assert "Last" in result.output
-    for name in ["config.yaml", "metrics.json", "log.txt", "checkpoints/LATEST"]:
+    for name in ["config.yaml", "metrics.json", "log.txt", "checkpoints/LATEST", "plots/accuracy.svg"]:
         assert (out / name).is_file(), name
+    import xml.etree.ElementTree as ET
+
+    svg = ET.parse(out / "plots" / "accuracy.svg").getroot()
+    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("polyline")]) == 4
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tasks_completed"] == 3 and len(metrics["accuracy_matrix"]) == 3
     assert [len(r) for r in metrics["accuracy_matrix"]] == [1, 2, 3]

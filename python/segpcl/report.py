@@ -60,3 +60,34 @@ def ablation_markdown(rows: list[dict], bench: str) -> str:
             f"| {r['forgetting_mean']:.2f} ± {r['forgetting_std']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def accuracy_svg(metrics: dict, width: int = 640, height: int = 360) -> str:
+    """A dependency-free SVG plot: accuracy on each task's classes (thin lines) and over all seen classes
+    (thick line) after each training task."""
+    acc, total = metrics["accuracy_matrix"], metrics["task_accuracy"]
+    n = max(len(acc), 2)
+    left, right, top, bottom = 48, 16, 16, 36
+    x = lambda t: left + (width - left - right) * t / (n - 1)  # noqa: E731
+    y = lambda v: top + (height - top - bottom) * (1 - v / 100)  # noqa: E731
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for v in range(0, 101, 20):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v}</text>')
+    for t in range(len(acc)):
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 18}" text-anchor="middle">{t + 1}</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle">after task</text>')
+    for j in range(len(acc)):
+        points = " ".join(f"{x(t):.1f},{y(acc[t][j]):.1f}" for t in range(j, len(acc)))
+        hue = int(360 * j / max(len(acc), 1))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="hsl({hue},60%,55%)" stroke-width="1.2"/>')
+    points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in enumerate(total))
+    parts.append(f'<polyline points="{points}" fill="none" stroke="black" stroke-width="3"/>')
+    title = f"{metrics.get('method', '')} on {metrics.get('bench', '')}: Last {total[-1]:.1f}" if total else ""
+    parts.append(f'<text x="{left + 6}" y="{top + 12}">{title} (thick: all seen classes; thin: each task)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)

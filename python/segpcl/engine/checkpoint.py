@@ -57,6 +57,10 @@ class RunDir:
     def log_path(self) -> Path:
         return self.root / "log.txt"
 
+    def write_plot(self, svg: str, name: str = "accuracy.svg") -> None:
+        (self.root / "plots").mkdir(exist_ok=True)
+        atomic_write_text(self.root / "plots" / name, svg)
+
     def task_dir(self, t: int) -> Path:
         return self.checkpoints / f"task_{t:02d}"
 

@@ -33,6 +33,7 @@ from ..environment import environment
 from ..errors import ConfigError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
+from ..report import accuracy_svg
 from ..models.loading import load_clip
 from ..models.lora import apply_lora, load_adapter, lora_parameters, save_adapter
 from .checkpoint import RunDir, load_prototypes, save_prototypes, write_json
@@ -301,6 +302,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
                     zs[name]["delta"] = acc - zs[name]["before"]
         metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
         write_json(run.metrics_path, metrics)
+        run.write_plot(accuracy_svg(metrics))
         state = {
             "metrics": matrix.state(),
             "timings": timings,
