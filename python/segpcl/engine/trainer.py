@@ -33,9 +33,9 @@ from ..environment import environment
 from ..errors import ConfigError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
-from ..report import accuracy_svg
 from ..models.loading import load_clip
 from ..models.lora import apply_lora, load_adapter, lora_parameters, save_adapter
+from ..report import accuracy_svg
 from .checkpoint import RunDir, load_prototypes, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
