@@ -185,3 +185,21 @@ def test_zero_shot_retention_is_measured_before_and_after(tmp_path):
     assert set(pets) == {"before", "after", "delta"}
     assert pets["delta"] == pytest.approx(pets["after"] - pets["before"])
     assert 0 <= pets["before"] <= 100
+
+
+def test_resume_takes_new_learning_settings_but_not_a_new_method(tmp_path):
+    out = tmp_path / "run"
+    run_training(_reduced_cfg("lora"), out_dir=out, progress=False)
+    refused = CliRunner().invoke(main, ["train", "--resume", str(out), "--method", "segpcl"])
+    assert refused.exit_code == 2 and "cannot change when resuming" in refused.output
+    ok = CliRunner().invoke(main, ["train", "--resume", str(out), "--set", "train.lr=1e-5", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 1e-5
+
+
+def test_ablate_rejects_bad_seed_lists():
+    for seeds in ["1,x", ","]:
+        result = CliRunner().invoke(main, ["ablate", "--seeds", seeds, "--model", "tiny"])
+        assert result.exit_code == 2 and "error:" in result.output

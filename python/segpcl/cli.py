@@ -153,6 +153,35 @@ def _config_from_options(bench, method, kw) -> object:
     return resolve_config(bench, kw["config_file"], _overrides(pairs, kw["sets"]))
 
 
+def _resume_overrides(bench, method, out, kw) -> dict:
+    """What may change when a run continues (device, workers, data location, learning settings via --set);
+    what defines the run (benchmark, method, model, split) may not."""
+    from .errors import ConfigError
+
+    fixed = {"--bench": bench != "toy", "--method": method, "--out": out, "--config": kw["config_file"]}
+    fixed.update(
+        {
+            f"--{k.replace('_', '-')}": kw[k]
+            for k in ("arch", "pretrained", "initial", "increment", "class_order", "class_names", "templates")
+        }
+    )
+    given = [name for name, value in fixed.items() if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot change when resuming a run; only --device, --workers, "
+            "--data-root, --epochs, --precision, --strict and --set apply to the remaining tasks"
+        )
+    pairs = [
+        ("train.device", kw["device"]),
+        ("data.num_workers", kw["workers"]),
+        ("data.data_root", kw["data_root"]),
+        ("train.epochs", kw["epochs"]),
+        ("model.precision", kw["precision"]),
+        ("data.strict", kw["strict"]),
+    ]
+    return _overrides(pairs, kw["sets"])
+
+
 @main.command()
 @_train_options
 @click.option("--method", default=None, help="zeroshot, lora, lora+acgd, lora+acgd+tsgr, segpcl (default), ...")
@@ -164,8 +193,12 @@ def train(bench, method, out, resume, quiet, **kw):
     from .engine.trainer import run_training
     from .report import accuracy_table
 
-    cfg = None if resume else _config_from_options(bench, method, kw)
-    result = run_training(cfg, out_dir=out, resume=resume, progress=not quiet)
+    if resume is None:
+        result = run_training(_config_from_options(bench, method, kw), out_dir=out, progress=not quiet)
+    else:
+        result = run_training(
+            resume=resume, progress=not quiet, resume_overrides=_resume_overrides(bench, method, out, kw)
+        )
     click.echo(accuracy_table(result.metrics))
     click.echo(f"run directory: {result.run_dir}")
 
@@ -184,10 +217,17 @@ def train(bench, method, out, resume, quiet, **kw):
 def ablate(bench, methods, seeds, out, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from .ablation import run_ablation
+    from .errors import ConfigError
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    kw = dict(kw, seed=None)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 1,2,3; got {seeds!r}") from None
+    if not method_list or not seed_list:
+        raise ConfigError("--methods and --seeds each need at least one entry")
+    if kw["seed"] is not None:
+        raise ConfigError("segpcl ablate takes --seeds (comma-separated), not --seed")
     result = run_ablation(
         lambda method, seed: _config_from_options(bench, method, dict(kw, seed=seed)),
         method_list,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -156,7 +157,67 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"config key {where}{key} is a section; give it a mapping")
             _merge(current, value, f"{where}{key}.")
         else:
-            setattr(obj, key, value)
+            setattr(obj, key, _coerce(value, _field_types(type(obj))[key], f"{where}{key}"))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a YAML value to the field's type (YAML reads `1e-3` and `8/255` as strings)."""
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"config key {name} cannot be empty")
+    scalar = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
+    try:
+        if scalar is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if scalar is float:
+            if isinstance(value, str) and "/" in value:
+                num, den = value.split("/", 1)
+                return float(num) / float(den)
+            return float(value)
+        if scalar is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if scalar is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name} must be of type {scalar.__name__}, got {value!r}") from None
+    return value
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject settings that would only fail after hours of training, with a message naming the key."""
+    checks = [
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
+        (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.lora.rank >= 1, "lora.rank must be >= 1"),
+        (cfg.model.precision in ("fp32", "bf16"), "model.precision must be fp32 or bf16"),
+        (cfg.method.migrate in ("gaussian", "target", "none"), "method.migrate must be gaussian, target or none"),
+        (cfg.method.sigma is None or cfg.method.sigma > 0, "method.sigma must be > 0 (or null: derived)"),
+        (cfg.method.tau > 0, "method.tau must be > 0"),
+        (cfg.method.pgd_eps > 0 and cfg.method.pgd_gamma > 0, "method.pgd_eps and method.pgd_gamma must be > 0"),
+        (cfg.method.pgd_steps >= 1 and cfg.method.k_seed >= 1, "method.pgd_steps and method.k_seed must be >= 1"),
+        (cfg.method.anchors_per_step >= 1, "method.anchors_per_step must be >= 1"),
+        (0 <= cfg.method.beta <= 1, "method.beta must be in [0, 1]"),
+        (cfg.method.proto_scale is None or cfg.method.proto_scale > 0, "method.proto_scale must be > 0"),
+        (
+            (cfg.method.tsgr_k is not None and cfg.method.tsgr_k >= 1) or cfg.method.tsgr_threshold is not None,
+            "method.tsgr_k must be >= 1 (or null with method.tsgr_threshold set)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def preset_names() -> list[str]:
@@ -191,19 +252,27 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults < the benchmark's preset < a YAML config file < explicit overrides."""
-    cfg = RunConfig()
-    cfg.data.bench = bench
-    _merge(cfg, load_preset(bench), "")
+    """Defaults < the benchmark's preset < a YAML config file < explicit overrides. The benchmark (whose
+    preset applies) is the one the overrides name, else the config file's, else `bench`."""
+    from_file: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        _merge(cfg, yaml.safe_load(path.read_text()) or {}, "")
-    _merge(cfg, overrides or {}, "")
-    if cfg.data.bench != bench and overrides and "data" in overrides and "bench" in overrides["data"]:
-        _merge(cfg, load_preset(cfg.data.bench), "")
-        _merge(cfg, overrides, "")
+        from_file = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, lora, train, method)")
+    overrides = overrides or {}
+    for source in (overrides, from_file):
+        named = source.get("data", {}).get("bench") if isinstance(source.get("data"), dict) else None
+        if named:
+            bench = named
+            break
+    cfg = RunConfig()
+    cfg.data.bench = bench
+    _merge(cfg, load_preset(bench), "")
+    _merge(cfg, from_file, "")
+    _merge(cfg, overrides, "")
     return cfg
 
 

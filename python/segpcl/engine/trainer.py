@@ -1,7 +1,8 @@
 """The task loop: for each task, before_task (teacher, anchors, TSGR), training epochs, after_task
 (prototypes), evaluation on all seen classes, an atomic checkpoint, and metrics.json.
 
-Every task reseeds from (seed, task), so `--resume` after a completed task replays the rest exactly.
+Every task reseeds from (seed, task), so `--resume` after a completed task replays the rest (up to float
+rounding: peft's MultiheadAttention LoRA adds and subtracts its delta in the base weights on each forward).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..benchmarks.base import (
     stack_images,
     task_sizes_from,
 )
-from ..config import RunConfig, config_from_dict, write_config
+from ..config import RunConfig, config_from_dict, validate, write_config
 from ..environment import environment
 from ..errors import ConfigError, TrainingError
 from ..method.learner import Learner, method_switches
@@ -190,8 +191,12 @@ def run_training(
     resume: Path | None = None,
     progress: bool = True,
     sampler_factory=None,
+    resume_overrides: dict | None = None,
 ) -> RunResult:
-    """Run (or resume) a whole class-incremental stream; returns the run directory and its metrics."""
+    """Run (or resume) a whole class-incremental stream; returns the run directory and its metrics.
+
+    With `resume`, the run's config.yaml is loaded and `resume_overrides` (e.g. a lower train.lr or another
+    device) are applied on top for the remaining tasks and written back."""
     import yaml
 
     if resume is not None:
@@ -199,6 +204,9 @@ def run_training(
         if not run.config_path.is_file():
             raise ConfigError(f"{resume} is not a segpcl run directory (no config.yaml); pass the folder of a run")
         cfg = config_from_dict(yaml.safe_load(run.config_path.read_text()))
+        if resume_overrides:
+            cfg = config_from_dict(_deep_update(cfg.to_dict(), resume_overrides))
+            write_config(cfg, run.config_path)
     else:
         if cfg is None:
             raise ConfigError("run_training needs a config or a run directory to resume")
@@ -217,9 +225,23 @@ def run_training(
         handler.close()
 
 
+def _deep_update(base: dict, updates: dict) -> dict:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_factory) -> RunResult:
+    validate(cfg)
     switches = method_switches(cfg.method.name)
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # Triton launches on the current device
+    elif cfg.model.precision == "bf16":
+        log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
     autocast = autocast_factory(device, cfg.model.precision)
     seed_everything(cfg.train.seed)
     model = load_clip(cfg.model.arch, cfg.model.pretrained, device=device, precision=cfg.model.precision)
@@ -265,58 +287,66 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
         zs = {name: {"before": acc} for name, acc in zero_shot_accuracies(model, cfg, device, progress).items()}
 
     task_of_class = stream.task_of_position()
-    for t in range(start, stream.n_tasks):
-        seed_everything(task_seed(cfg.train.seed, t))
-        train_set = stream.train_set(t)
-        times: dict[str, float] = {}
-        t0 = time.perf_counter()
-        info = learner.before_task(t, loaders.ordered_batches(train_set))
-        times["before_task"] = time.perf_counter() - t0
-        if switches.train:
+    t = start
+    try:
+        for t in range(start, stream.n_tasks):
+            seed_everything(task_seed(cfg.train.seed, t))
+            train_set = stream.train_set(t)
+            times: dict[str, float] = {}
             t0 = time.perf_counter()
-            info.update(
-                _train_task(learner, loaders.train(train_set, task_seed(cfg.train.seed, t)), cfg, t, run, progress)
+            info = learner.before_task(t, loaders.ordered_batches(train_set))
+            times["before_task"] = time.perf_counter() - t0
+            if switches.train:
+                t0 = time.perf_counter()
+                info.update(
+                    _train_task(learner, loaders.train(train_set, task_seed(cfg.train.seed, t)), cfg, t, run, progress)
+                )
+                skipped["train"] += info.pop("skipped_images")
+                times["train"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            info.update(learner.after_task(t, loaders.ordered_batches(train_set)))
+            times["after_task"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            learner.begin_eval(t)
+            correct, total, bad = evaluate_seen(
+                learner.predict, loaders.test(stream.test_set(t)), task_of_class, t + 1, device, progress
             )
-            skipped["train"] += info.pop("skipped_images")
-            times["train"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        info.update(learner.after_task(t, loaders.ordered_batches(train_set)))
-        times["after_task"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        learner.begin_eval(t)
-        correct, total, bad = evaluate_seen(
-            learner.predict, loaders.test(stream.test_set(t)), task_of_class, t + 1, device, progress
-        )
-        skipped["test"] = bad
-        times["eval"] = time.perf_counter() - t0
-        matrix.update(t, correct, total)
-        timings.append(times)
-        task_info.append(info)
-        log.info("task %d/%d: accuracy %.2f (%s)", t + 1, stream.n_tasks, matrix.task_accuracy[-1], info)
-        if cfg.data.zs_eval and t == stream.n_tasks - 1:
-            from .zero_shot import zero_shot_accuracies
+            skipped["test"] = bad
+            times["eval"] = time.perf_counter() - t0
+            matrix.update(t, correct, total)
+            timings.append(times)
+            task_info.append(info)
+            log.info("task %d/%d: accuracy %.2f (%s)", t + 1, stream.n_tasks, matrix.task_accuracy[-1], info)
+            if cfg.data.zs_eval and t == stream.n_tasks - 1:
+                from .zero_shot import zero_shot_accuracies
 
-            for name, acc in zero_shot_accuracies(model, cfg, device, progress).items():
-                zs.setdefault(name, {})["after"] = acc
-                if "before" in zs[name]:
-                    zs[name]["delta"] = acc - zs[name]["before"]
-        metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
-        write_json(run.metrics_path, metrics)
-        run.write_plot(accuracy_svg(metrics))
-        state = {
-            "metrics": matrix.state(),
-            "timings": timings,
-            "task_info": task_info,
-            "skipped": skipped,
-            "zs": zs,
-        }
+                for name, acc in zero_shot_accuracies(model, cfg, device, progress).items():
+                    zs.setdefault(name, {})["after"] = acc
+                    if "before" in zs[name]:
+                        zs[name]["delta"] = acc - zs[name]["before"]
+            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
+            write_json(run.metrics_path, metrics)
+            run.write_plot(accuracy_svg(metrics))
+            state = {
+                "metrics": matrix.state(),
+                "timings": timings,
+                "task_info": task_info,
+                "skipped": skipped,
+                "zs": zs,
+            }
 
-        def contents(folder: Path, state=state) -> None:
-            save_adapter(model, folder / "adapter")
-            save_prototypes(folder / "prototypes.npz", learner.state_dict()["prototypes"])
-            write_json(folder / "state.json", state)
+            def contents(folder: Path, state=state) -> None:
+                save_adapter(model, folder / "adapter")
+                save_prototypes(folder / "prototypes.npz", learner.state_dict()["prototypes"])
+                write_json(folder / "state.json", state)
 
-        run.save_task(t, contents)
+            run.save_task(t, contents)
+    except torch.OutOfMemoryError as exc:
+        raise TrainingError(
+            f"out of GPU memory in task {t + 1} ({str(exc).splitlines()[0]}); completed tasks are saved in "
+            f"{run.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed (--set ...), "
+            f"or use --precision bf16, then continue with `segpcl train --resume {run.root}`"
+        ) from exc
     metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
     write_json(run.metrics_path, metrics)
     return RunResult(run.root, metrics, stream.class_names)

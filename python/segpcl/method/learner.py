@@ -124,7 +124,7 @@ class Learner:
         the device; it is only called when anchors are needed. Returns information for the log."""
         self.task = t
         self.anchors, self.tsgr, self.teacher = None, None, None
-        self._anchor_gen.manual_seed(1000 + t)
+        self._anchor_gen.manual_seed(torch.initial_seed() + 1000)  # the engine seeded (seed, task) just before
         info: dict = {}
         if t == 0 or not self.switches.train:
             return info

@@ -11,6 +11,7 @@ only its state dict is kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from pathlib import Path
@@ -22,6 +23,20 @@ from .clip import ClipModel
 from .tiny import build_tiny, is_tiny
 
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Resolve tags from the local cache only: huggingface_hub reads HF_HUB_OFFLINE once at import, so the
+    module constant is patched for the call."""
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
 
 
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
@@ -113,9 +128,9 @@ def load_clip(
         path = Path(pretrained) if pretrained is not None else None
         tag = str(pretrained) if pretrained is not None and not (path.exists() or path.suffix) else None
         if tag is not None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
-                clip = open_clip.create_model(arch, pretrained=tag, device="cpu", precision="fp32")
+                with _hub_offline():
+                    clip = open_clip.create_model(arch, pretrained=tag, device="cpu", precision="fp32")
             except Exception as exc:
                 raise WeightsError(
                     f"pretrained tag {tag!r} for {arch} is not in the local open_clip/HF cache ({str(exc)[:200]}); "
