@@ -33,7 +33,7 @@ class AnchorSet:
     teacher_features: torch.Tensor
     """[K, d] g_T(a): teacher visual features, the 'before' of prototype migration."""
     seed_indices: torch.Tensor
-    """[K] index of each seed in the task's training set."""
+    """[K] position of each seed among the task's readable training images, in dataset order."""
 
     def __len__(self) -> int:
         return len(self.targets)
