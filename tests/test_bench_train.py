@@ -14,6 +14,20 @@ from segpcl.benchmarks._files import UnreadableImageWarning
 from segpcl.benchmarks.imagenet_r import SPLIT_FILE, split_release
 
 
+def _tiny_sets(extra: dict) -> list[str]:
+    """`--set` options for a quick CPU run with the tiny model, whatever the benchmark's preset says."""
+    sets = {
+        "model.arch": "tiny",
+        "model.pretrained": "null",
+        "model.precision": "fp32",
+        "train.device": "cpu",
+        "train.epochs": 1,
+        "data.num_workers": 0,
+        **extra,
+    }
+    return [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")]
+
+
 @pytest.mark.filterwarnings("ignore:.*found 40 classes")
 def test_train_on_a_fake_imagenet_r(tmp_path):
     from segpcl.cli import main
@@ -34,20 +48,7 @@ def test_train_on_a_fake_imagenet_r(tmp_path):
         str(out),
         "--quiet",
     ]
-    sets = {
-        "model.arch": "tiny",
-        "model.pretrained": "null",
-        "model.precision": "fp32",
-        "train.device": "cpu",
-        "train.epochs": 1,
-        "data.initial": 20,
-        "data.increment": 20,
-        "data.num_workers": 0,
-        "method.k_seed": 16,
-        "method.pgd_steps": 2,
-    }
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
+    args += _tiny_sets({"data.initial": 20, "data.increment": 20, "method.k_seed": 16, "method.pgd_steps": 2})
     with pytest.warns(UnreadableImageWarning):
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -78,19 +79,7 @@ def test_train_two_tasks_on_each_fake_layout(tmp_path, bench):
     sizes = [n // 2, n - n // 2]
     out = tmp_path / "run"
     args = ["train", "--bench", bench, "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"]
-    sets = {
-        "model.arch": "tiny",
-        "model.pretrained": "null",
-        "model.precision": "fp32",
-        "train.device": "cpu",
-        "train.epochs": 1,
-        "data.task_sizes": f"[{sizes[0]},{sizes[1]}]",
-        "data.num_workers": 0,
-        "method.k_seed": 8,
-        "method.pgd_steps": 1,
-    }
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
+    args += _tiny_sets({"data.task_sizes": f"[{sizes[0]},{sizes[1]}]", "method.k_seed": 8, "method.pgd_steps": 1})
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     metrics = json.loads((out / "metrics.json").read_text())
