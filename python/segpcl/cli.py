@@ -13,24 +13,14 @@ from .errors import SegpclError
 
 
 def _overrides(pairs: list[tuple[str, object]], sets: tuple[str, ...]) -> dict:
-    from .config import parse_set
+    """The options the user gave (None/False: not given), then every --set on top."""
+    from .config import parse_set, set_dotted
 
     out: dict = {}
     for key, value in pairs:
-        if value is None or value == () or value is False:
-            continue
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    extra = parse_set(list(sets))
-    for section, values in extra.items():
-        if isinstance(values, dict):
-            out.setdefault(section, {}).update(values)
-        else:
-            out[section] = values
-    return out
+        if value is not None and value != () and value is not False:
+            set_dotted(out, key, value)
+    return parse_set(list(sets), into=out)
 
 
 def _zs_pairs(items: tuple[str, ...]) -> dict[str, str] | None:

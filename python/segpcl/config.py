@@ -232,18 +232,14 @@ def load_preset(bench: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`["train.lr=1e-3", "method.beta=0.3"]` -> nested dict with YAML-parsed values."""
-    out: dict[str, Any] = {}
+def parse_set(items: list[str], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`["train.lr=1e-3", "method.beta=0.3"]` -> nested dict with YAML-parsed values (added to `into`)."""
+    out: dict[str, Any] = {} if into is None else into
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set takes key=value (e.g. train.lr=1e-3), got {item!r}")
         key, raw = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        set_dotted(out, key, yaml.safe_load(raw))
     return out
 
 
@@ -274,6 +270,20 @@ def resolve_config(
     _merge(cfg, from_file, "")
     _merge(cfg, overrides, "")
     return cfg
+
+
+def apply_overrides(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
+    """Merge a nested dict of updates into cfg (keys checked, values typed) and return it."""
+    _merge(cfg, updates, "")
+    return cfg
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """tree["a"]["b"] = value for key "a.b", creating the sections on the way."""
+    *sections, last = key.strip().split(".")
+    for section in sections:
+        tree = tree.setdefault(section, {})
+    tree[last] = value
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LoraSection, MethodSection
+from .environment import cpu_model, environment
 from .errors import ConfigError
 
 TRAIN_TARGET = 1.20
@@ -135,20 +135,9 @@ class _Timer:
         return statistics.median(a / b for a, b in zip(self.samples[num], self.samples[den], strict=True))
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _machine(device: torch.device) -> dict:
     out = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -236,7 +225,7 @@ def measure_overhead(cfg: OverheadConfig) -> dict:
 
 def _measure(cfg: OverheadConfig) -> dict:
     from .engine.device import autocast_factory, resolve_device
-    from .environment import environment
+    from .engine.trainer import optimizer_step
     from .method import anchors as anchors_module
     from .method import learner as learner_module
     from .method.learner import Learner
@@ -314,17 +303,12 @@ def _measure(cfg: OverheadConfig) -> dict:
     finite = {"all": True}
 
     def train_step(lrn: Learner, anchors: int | None = None) -> None:
-        """The trainer's step: loss, finite check, zero_grad, backward, clip, AdamW, logged parts."""
+        """The trainer's step: loss, finite check, then its optimizer_step (backward, clip, AdamW)."""
         if anchors is not None:
             lrn.cfg.anchors_per_step = anchors
-        loss, parts = lrn.training_loss(images, labels)
-        finite["all"] &= bool(torch.isfinite(loss))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        for v in parts.values():
-            float(v)
+        loss, _ = lrn.training_loss(images, labels)
+        finite["all"] &= math.isfinite(loss.item())  # the trainer's one host sync per step
+        optimizer_step(loss, opt, params, 1.0)
 
     def image_fb(n: int) -> Callable[[], None]:
         x = torch.cat([images, seg.anchors.images[: n - B]]) if n > B else images

@@ -7,6 +7,7 @@ rounding: peft's MultiheadAttention LoRA adds and subtracts its delta in the bas
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -29,7 +30,7 @@ from ..benchmarks.base import (
     stack_images,
     task_sizes_from,
 )
-from ..config import RunConfig, config_from_dict, validate, write_config
+from ..config import RunConfig, apply_overrides, config_from_dict, validate, write_config
 from ..environment import environment
 from ..errors import ConfigError, TrainingError
 from ..method.learner import Learner, method_switches
@@ -144,7 +145,7 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
     total = cfg.train.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.train.warmup_frac))
     learner.model.train()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     steps = skipped = 0
     for epoch in range(cfg.train.epochs):
         bar = tqdm(
@@ -161,28 +162,34 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
             images = images[keep].to(learner.device, non_blocking=True)
             labels = labels[keep].to(learner.device, non_blocking=True)
             loss, parts = learner.training_loss(images, labels)
-            if not torch.isfinite(loss):
+            loss_value = loss.item()  # the step's one host sync
+            if not math.isfinite(loss_value):
                 raise TrainingError(
-                    f"the training loss became {loss.item()} at task {t + 1}, epoch {epoch + 1} ({parts}); "
+                    f"the training loss became {loss_value} at task {t + 1}, epoch {epoch + 1} ({parts}); "
                     f"completed tasks are saved in {run.checkpoints}. Lower train.lr or the loss weights "
                     f"(--set train.lr=...), then continue with `segpcl train --resume {run.root}`"
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            opt.step()
+            optimizer_step(loss, opt, params, cfg.train.grad_clip)
             sched.step()
             steps += 1
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+                sums[k] = sums.get(k, 0.0) + v  # tensors: summed on the device, read once per task
+            bar.set_postfix(loss=f"{loss_value:.3f}")
     learner.model.eval()
     return {
         "steps": steps,
         "skipped_images": skipped,
-        **{f"mean_{k}": v / max(steps, 1) for k, v in sums.items()},
+        **{f"mean_{k}": float(v) / max(steps, 1) for k, v in sums.items()},
     }
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list, grad_clip: float) -> None:
+    """The trainer's update (also what `segpcl bench overhead` times): backward, norm clip (0: off), step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
 
 
 def run_training(
@@ -205,8 +212,7 @@ def run_training(
             raise ConfigError(f"{resume} is not a segpcl run directory (no config.yaml); pass the folder of a run")
         cfg = config_from_dict(yaml.safe_load(run.config_path.read_text()))
         if resume_overrides:
-            cfg = config_from_dict(_deep_update(cfg.to_dict(), resume_overrides))
-            write_config(cfg, run.config_path)
+            write_config(apply_overrides(cfg, resume_overrides), run.config_path)
     else:
         if cfg is None:
             raise ConfigError("run_training needs a config or a run directory to resume")
@@ -223,15 +229,6 @@ def run_training(
     finally:
         log.removeHandler(handler)
         handler.close()
-
-
-def _deep_update(base: dict, updates: dict) -> dict:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_factory) -> RunResult:
@@ -263,6 +260,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
         autocast=autocast,
     )
     loaders = _Loaders(cfg, device, sampler_factory)
+    env = {**environment(), "device": str(device)}
     matrix = AccuracyMatrix(stream.n_tasks)
     timings: list[dict] = []
     task_info: list[dict] = []
@@ -272,7 +270,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
     latest = run.latest_task() if resuming else None
     if latest is not None:
         folder = run.task_dir(latest)
-        state = __import__("json").loads((folder / "state.json").read_text())
+        state = json.loads((folder / "state.json").read_text())
         if switches.train:
             load_adapter(model, folder / "adapter")
         learner.load_state_dict({"task": latest, "prototypes": load_prototypes(folder / "prototypes.npz")})
@@ -324,7 +322,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
                     zs.setdefault(name, {})["after"] = acc
                     if "before" in zs[name]:
                         zs[name]["delta"] = acc - zs[name]["before"]
-            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
+            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
             write_json(run.metrics_path, metrics)
             run.write_plot(accuracy_svg(metrics))
             state = {
@@ -347,12 +345,12 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
             f"{run.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed (--set ...), "
             f"or use --precision bf16, then continue with `segpcl train --resume {run.root}`"
         ) from exc
-    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device)
+    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
     write_json(run.metrics_path, metrics)
     return RunResult(run.root, metrics, stream.class_names)
 
 
-def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device) -> dict:
+def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env) -> dict:
     out = {
         "bench": cfg.data.bench,
         "method": cfg.method.name,
@@ -364,7 +362,7 @@ def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, device) -> di
         "timings": timings,
         "task_info": task_info,
         "skipped_images": skipped,
-        "environment": {**environment(), "device": str(device)},
+        "environment": env,
     }
     if zs:
         out["zero_shot_retention"] = zs

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..benchmarks.base import BAD_LABEL, stack_images
+from ..benchmarks.base import stack_images
 from ..models.text import TextEmbeddingCache
+from .evaluate import evaluate_seen
 
 
 @torch.no_grad()
@@ -30,14 +31,14 @@ def zero_shot_accuracies(model, cfg, device, progress: bool = True) -> dict[str,
             collate_fn=stack_images,
             num_workers=cfg.data.num_workers,
         )
-        correct = total = 0
-        for images, labels in tqdm(loader, desc=f"zero-shot {name}", leave=False, disable=not progress):
-            keep = labels != BAD_LABEL
-            if not keep.any():
-                continue
-            feats = model.image_features(images[keep].to(device))
-            correct += int(((feats @ text.T).argmax(1).cpu() == labels[keep]).sum())
-            total += int(keep.sum())
-        out[name] = 100.0 * correct / max(total, 1)
+        correct, total, _ = evaluate_seen(
+            lambda images, text=text: model.image_features(images) @ text.T,
+            loader,
+            np.zeros(len(class_names), dtype=np.int64),  # one "task" holding every class
+            1,
+            device,
+            progress,
+        )
+        out[name] = 100.0 * correct[0] / max(total[0], 1)
     model.train(was_training)
     return out

@@ -96,10 +96,20 @@ def run_pgd(
     return delta.detach()
 
 
+def _chunks(t: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [t[i : i + size] for i in range(0, len(t), size)]
+
+
 @torch.no_grad()
-def _features(encode_image: EncodeFn, batches: Iterable[torch.Tensor], autocast) -> torch.Tensor:
+def batched_features(
+    encode_image: EncodeFn,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """fp32 features of images [N, 3, H, W], encoded batch_size at a time (under autocast)."""
     out = []
-    for x in batches:
+    for x in _chunks(images, batch_size):
         with autocast():
             out.append(encode_image(x).float())
     return torch.cat(out)
@@ -151,9 +161,8 @@ def build_anchors(
 
     Only the running top k_seed seed candidates are kept in memory, never the whole task."""
     seeds, seed_idx, targets = _stream_seeds(encode_image, batches, text_old, k_seed, autocast)
-    chunks = lambda t: [t[i : i + batch_size] for i in range(0, len(t), batch_size)]  # noqa: E731
     anchors = []
-    for x, y in zip(chunks(seeds), chunks(targets), strict=True):
+    for x, y in zip(_chunks(seeds, batch_size), _chunks(targets, batch_size), strict=True):
         delta = run_pgd(
             encode_image,
             x,
@@ -170,7 +179,7 @@ def build_anchors(
         )
         anchors.append((x + delta).clamp_(0, 1))
     anchor_images = torch.cat(anchors)
-    anchor_feats = _features(encode_image, chunks(anchor_images), autocast)
+    anchor_feats = batched_features(encode_image, anchor_images, batch_size, autocast)
     return AnchorSet(
         images=anchor_images,
         targets=targets,

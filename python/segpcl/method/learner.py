@@ -20,7 +20,7 @@ from ..models.clip import ClipModel
 from ..models.lora import frozen_teacher
 from ..models.text import class_prompts, class_text_embeddings
 from .acgd import acgd_loss
-from .anchors import AnchorSet, build_anchors
+from .anchors import AnchorSet, batched_features, build_anchors
 from .prototypes import PrototypeMemory, dual_path_probs
 from .tsgr import TextGeometryRegularizer
 
@@ -217,19 +217,15 @@ class Learner:
             self.prototypes.add(self._features(images), labels)
         return info
 
-    def _features(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), batch_size):
-            with self.autocast():
-                out.append(self.model.image_features(images[i : i + batch_size]).float())
-        return torch.cat(out)
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return batched_features(self.model.image_features, images, autocast=self.autocast)
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
     def begin_eval(self, t: int) -> None:
         """Cache what prediction needs after task t: text embeddings and normalised prototypes."""
         n = self.n_seen(t)
-        self._eval_text = self._text(self.model, n)
+        self._eval_text = self.student_text(n)  # cached across tasks while the text tower is frozen
         use_protos = self.switches.prototypes and self.cfg.beta > 0 and len(self.prototypes) > 0
         self._eval_protos = self.prototypes.matrix(n, self._eval_text) if use_protos else None
 

@@ -28,9 +28,6 @@ class PrototypeMemory:
             np.ascontiguousarray(labels.detach().long().cpu().numpy()),
         )
 
-    def classes(self) -> list[int]:
-        return self.bank.means()[0].tolist()
-
     def matrix(self, n_classes: int, fallback: torch.Tensor) -> torch.Tensor:
         """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1. A class without one (all its
         training images unreadable) takes its row of `fallback` (e.g. its text embedding)."""
@@ -56,8 +53,7 @@ class PrototypeMemory:
         sigma None: the median distance between each anchor's teacher feature and its target class's
         prototype (falls back to the median anchor-to-prototype distance without targets).
         """
-        present = set(self.classes())
-        classes = [c for c in classes if c in present]
+        classes = [c for c in classes if c in self.bank]
         b = np.ascontiguousarray(before.detach().float().cpu().numpy())
         a = np.ascontiguousarray(after.detach().float().cpu().numpy())
         if len(b) == 0 or not classes:
@@ -72,14 +68,16 @@ class PrototypeMemory:
 
     def default_sigma(self, before: torch.Tensor, classes: list[int], anchor_targets: torch.Tensor | None) -> float:
         ids, means = self.bank.means()
-        pos = {int(c): i for i, c in enumerate(ids)}
-        protos = torch.from_numpy(means[[pos[c] for c in classes]])
+        row = {int(c): i for i, c in enumerate(ids)}
+        protos = torch.from_numpy(means[[row[c] for c in classes]])
         dist = torch.cdist(before.detach().float().cpu(), protos)
+        d = dist.flatten()
         if anchor_targets is not None:
-            col = torch.tensor([classes.index(int(t)) if int(t) in classes else 0 for t in anchor_targets])
-            d = dist.gather(1, col[:, None]).squeeze(1)
-        else:
-            d = dist.flatten()
+            column = {c: j for j, c in enumerate(classes)}
+            own = [(a, column[t]) for a, t in enumerate(anchor_targets.tolist()) if t in column]
+            if own:
+                anchors, cols = zip(*own, strict=True)
+                d = dist[list(anchors), list(cols)]
         return max(float(d.median()), 1e-6)
 
     def state_dict(self) -> dict:
