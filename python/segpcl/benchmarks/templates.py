@@ -61,12 +61,35 @@ OMNIBENCHMARK_TEMPLATES = [
     "a bright photo of a {}.",
 ]
 
+IMAGENET_SUB_TEMPLATES = [
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a cropped photo of the {}.",
+    "a close-up photo of a {}.",
+    "itap of a {}.",
+    "a good photo of the {}.",
+]
+"""A few of CLIP's ImageNet prompts."""
+
+UCF101_TEMPLATES = [
+    "a photo of a person doing {}.",
+    "a video frame of a person doing {}.",
+    "a photo of a person {}.",
+    "a frame of a video of {}.",
+    "an example of a person doing {}.",
+]
+"""CoOp's UCF101 prompt ("a photo of a person doing {}.") and variations in the spirit of CLIP's UCF101 set."""
+
 _BY_BENCH = {
     "cifar100": CIFAR100_TEMPLATES,
     "cub200": CUB200_TEMPLATES,
     "imagenet_r": IMAGENET_R_TEMPLATES,
     "cars196": CARS196_TEMPLATES,
     "omnibenchmark": OMNIBENCHMARK_TEMPLATES,
+    "imagenet_sub": IMAGENET_SUB_TEMPLATES,
+    "ucf101": UCF101_TEMPLATES,
 }
 
 
