@@ -54,7 +54,8 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
     import xml.etree.ElementTree as ET
 
     svg = ET.parse(out / "plots" / "accuracy.svg").getroot()
-    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("polyline")]) == 4
+    assert svg.tag.endswith("svg") and len([e for e in svg.iter() if e.tag.endswith("polyline")]) == 3
+    assert len([e for e in svg.iter() if e.tag.endswith("circle")]) == 3 + 2 + 1 + 3  # every point, the last too
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tasks_completed"] == 3 and len(metrics["accuracy_matrix"]) == 3
     assert [len(r) for r in metrics["accuracy_matrix"]] == [1, 2, 3]

@@ -27,7 +27,7 @@ def test_matrix_from_counts():
     m.update(1, [5, 6], [10, 20])
     r = m.result()
     assert r["accuracy_matrix"] == [[90.0], [50.0, 30.0]]
-    assert r["task_accuracy"] == pytest.approx([90.0, 100 * 11 / 30])
+    assert r["seen_accuracy"] == pytest.approx([90.0, 100 * 11 / 30])
     assert r["last"] == pytest.approx(100 * 11 / 30)
     assert r["avg"] == pytest.approx((90.0 + 100 * 11 / 30) / 2)
     assert r["forgetting"] == pytest.approx(40.0)

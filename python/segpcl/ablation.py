@@ -1,11 +1,15 @@
 """`segpcl ablate`: the paper's ablation rows (methods) over seeds, as one table.
 
-Each (method, seed) run gets its own run directory under the output folder; a finished run found there is
-reused and an interrupted one is resumed, so an ablation can be stopped and restarted.
+Each (method, seed) run gets its own run directory under the output folder; a run found there is reused
+(finished) or resumed (interrupted) only if its resolved config, apart from the seed, equals the requested
+one, so an ablation can be stopped and restarted but never mixes settings. A run with other settings stops
+the command with the difference, or, with `fresh`, is left alone while a new run goes into
+`<method>-seed<N>-<hash of the settings>`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -13,7 +17,8 @@ from pathlib import Path
 
 from .config import RunConfig
 from .engine.checkpoint import write_json
-from .engine.trainer import run_training
+from .engine.trainer import config_differences, is_run_dir, load_run_config, run_training
+from .errors import ConfigError
 from .report import ablation_markdown, ablation_rows
 
 
@@ -21,8 +26,49 @@ def _finished(run_dir: Path) -> dict | None:
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # rewritten from the verified checkpoints when the run is resumed
+    if not isinstance(metrics, dict) or not metrics.get("n_tasks"):
+        return None
     return metrics if metrics.get("tasks_completed") == metrics.get("n_tasks") else None
+
+
+def _not_seed(key: str) -> bool:
+    return key != "train.seed"
+
+
+def settings_hash(cfg: RunConfig) -> str:
+    """8 hex digits of the resolved config without the seed (names --fresh folders)."""
+    data = cfg.to_dict()
+    data["train"] = {k: v for k, v in data["train"].items() if k != "seed"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _plan(out: Path, method: str, seed: int, cfg: RunConfig, fresh: bool) -> tuple[Path, bool]:
+    """(run directory, whether it holds a run of these settings) for one (method, seed) cell."""
+    candidates = [out / f"{method}-seed{seed}", out / f"{method}-seed{seed}-{settings_hash(cfg)}"]
+    for run_dir in candidates if fresh else candidates[:1]:
+        if not run_dir.exists():
+            return run_dir, False
+        if not is_run_dir(run_dir):
+            raise ConfigError(
+                f"{run_dir} is in the way: it exists but is not a segpcl run; move it or use another --out"
+            )
+        existing = load_run_config(run_dir)
+        diff = config_differences(existing, cfg, _not_seed)
+        if existing.train.seed != seed:
+            diff.insert(0, f"train.seed: {existing.train.seed!r} -> {seed!r}")
+        if not diff:
+            return run_dir, True
+        if not fresh:
+            shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+            raise ConfigError(
+                f"{run_dir} holds a run with other settings ({shown}); nothing was run. Pass --fresh to train "
+                f"new runs next to it, or use another --out"
+            )
+    raise ConfigError(f"{candidates[-1]} holds a run with other settings too; use another --out")
 
 
 def run_ablation(
@@ -32,23 +78,42 @@ def run_ablation(
     out: Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    fresh: bool = False,
 ) -> dict:
-    first = config_for(methods[0], seeds[0])
+    from .config import validate
+
+    configs = {(m, s): config_for(m, s) for m in methods for s in seeds}
+    for cfg in configs.values():
+        validate(cfg)
+    first = configs[(methods[0], seeds[0])]
     out = Path(out or Path("runs") / f"ablation-{first.data.bench}-{datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    # every cell is checked before any training, so a mismatch stops the command with nothing changed
+    plans = {key: _plan(out, key[0], key[1], cfg, fresh) if out.is_dir() else (out / f"{key[0]}-seed{key[1]}", False)
+             for key, cfg in configs.items()}  # fmt: skip
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the ablation folder {out}: {exc.strerror or exc}") from None
     results: dict[str, list[dict]] = {}
     for method in methods:
         for seed in seeds:
-            run_dir = out / f"{method}-seed{seed}"
-            metrics = _finished(run_dir)
+            run_dir, ours = plans[(method, seed)]
+            metrics = _finished(run_dir) if ours else None
             if metrics is None:
-                resume = run_dir if (run_dir / "checkpoints" / "LATEST").is_file() else None
-                cfg = None if resume else config_for(method, seed)
-                metrics = run_training(cfg, out_dir=run_dir, resume=resume, progress=progress).metrics
-            echo(f"{method:<18} seed {seed}: Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}")
+                if ours:
+                    metrics = run_training(resume=run_dir, progress=progress).metrics
+                else:
+                    metrics = run_training(configs[(method, seed)], out_dir=run_dir, progress=progress).metrics
+            echo(f"{method:<18} seed {seed}: Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  ({run_dir.name})")
             results.setdefault(method, []).append(metrics)
     rows = ablation_rows(results)
     markdown = ablation_markdown(rows, first.data.bench)
-    write_json(out / "ablation.json", {"bench": first.data.bench, "seeds": seeds, "rows": rows})
+    settings = {
+        "settings_hash": settings_hash(first),
+        "runs": {f"{m}-seed{s}": str(p) for (m, s), (p, _) in plans.items()},
+    }
+    write_json(out / "ablation.json", {"bench": first.data.bench, "seeds": seeds, "rows": rows, **settings})
     (out / "ablation.md").write_text(markdown + "\n")
     return {"rows": rows, "markdown": markdown, "out": out}

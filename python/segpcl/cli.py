@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -38,20 +39,52 @@ def _zs_pairs(items: tuple[str, ...]) -> dict[str, str] | None:
 
 
 class _Group(click.Group):
-    """Prints segpcl's own errors as one line without a traceback; exit status 2."""
+    """Prints segpcl's own errors and bad options as one line without a traceback; exit status 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SegpclError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:
+            name = exc.ctx.command_path if exc.ctx is not None else "segpcl"
+            click.echo(f"error: {' '.join(exc.format_message().split())} (see `{name} --help`)", err=True)
+            sys.exit(2)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it per call)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _quiet_library_logging() -> None:
+    """Libraries' log lines (open_clip's `ERROR:root:` on a missing tag) would precede segpcl's own error;
+    segpcl's warnings still print, as `warning: ...`."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+    ours = logging.getLogger("segpcl")
+    if not any(getattr(h, "_segpcl_cli", False) for h in ours.handlers):
+        handler = _StderrHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler._segpcl_cli = True
+        ours.addHandler(handler)
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="segpcl")
 def main():
     """segpcl: exemplar-free continual learning of CLIP models with SeGP-CL."""
+    _quiet_library_logging()
 
 
 @main.command()
@@ -91,29 +124,101 @@ def benches(data_root):
             click.echo(f"{'':<14} {status[info.name][1]}")
 
 
-def _train_options(fn):
+PRESET = "the benchmark's preset"
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+
+
+def _method_names() -> str:
+    from .method.learner import METHODS
+
+    return ", ".join(METHODS)
+
+
+def _train_options(fn=None, *, seed: bool = True):
+    """The options `train` and `ablate` share (`ablate` takes --seeds instead of --seed)."""
+    if fn is None:
+        return lambda f: _train_options(f, seed=seed)
     options = [
         click.option("--bench", default="toy", show_default=True, help="Benchmark (see `segpcl benches`)."),
-        click.option("--data-root", default=None, help="Folder of the benchmark's data set."),
-        click.option("--model", "arch", default=None, help="open_clip architecture, e.g. ViT-L-14-quickgelu."),
-        click.option("--pretrained", default=None, help="Local weights file (or an offline open_clip tag)."),
-        click.option("--epochs", type=int, default=None, help="Epochs per task."),
-        click.option("--seed", type=int, default=None, help="Random seed."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:N or auto."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None),
-        click.option("--initial", type=int, default=None, help="Classes in the first task."),
-        click.option("--increment", type=int, default=None, help="Classes per later task."),
-        click.option("--class-order", default=None, help="File with a class order (YAML/JSON/text)."),
-        click.option("--class-names", default=None, help="File overriding class names."),
-        click.option("--templates", default=None, help="File of prompt templates, one per line with {}."),
-        click.option("--strict", is_flag=True, default=False, help="Fail on unreadable images."),
-        click.option("--download", is_flag=True, default=False, help="Allow torchvision to download (CIFAR100)."),
-        click.option("--workers", type=int, default=None, help="DataLoader worker processes."),
-        click.option("--zs-eval", multiple=True, help="NAME=PATH of an ImageFolder set for zero-shot retention."),
-        click.option("--config", "config_file", default=None, help="YAML config file (over the preset)."),
-        click.option("--set", "sets", multiple=True, help="Override any config key: section.key=value."),
+        click.option("--data-root", default=None, show_default="none", help="Folder of the benchmark's data set."),
+        click.option(
+            "--model",
+            "arch",
+            default=None,
+            show_default=PRESET,
+            help="open_clip architecture, e.g. ViT-L-14-quickgelu.",
+        ),
+        click.option(
+            "--pretrained", default=None, show_default=PRESET, help="Local weights file (or an offline open_clip tag)."
+        ),
+        click.option(
+            "--epochs", type=click.IntRange(min=1), default=None, show_default=PRESET, help="Epochs per task."
+        ),
+        click.option("--seed", type=SEED_RANGE, default=None, show_default="0", help="Random seed (0 .. 2**32-1).")
+        if seed
+        else None,
+        click.option("--device", default=None, show_default="auto", help="cpu, cuda, cuda:N or auto."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, show_default=PRESET),
+        click.option(
+            "--initial",
+            type=click.IntRange(min=1),
+            default=None,
+            show_default=PRESET,
+            help="Classes in the first task.",
+        ),
+        click.option(
+            "--increment", type=click.IntRange(min=1), default=None, show_default=PRESET, help="Classes per later task."
+        ),
+        click.option(
+            "--class-order",
+            default=None,
+            show_default="PyCIL's seed-1993 order",
+            help="File with a class order (YAML/JSON/text).",
+        ),
+        click.option(
+            "--class-names", default=None, show_default="the benchmark's", help="File overriding class names."
+        ),
+        click.option(
+            "--templates",
+            default=None,
+            show_default="the benchmark's",
+            help="File of prompt templates, one per line with {}.",
+        ),
+        click.option("--strict", is_flag=True, default=False, show_default=True, help="Fail on unreadable images."),
+        click.option(
+            "--download",
+            is_flag=True,
+            default=False,
+            show_default=True,
+            help="Allow torchvision to download (CIFAR100).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=None,
+            show_default=PRESET,
+            help="DataLoader worker processes.",
+        ),
+        click.option(
+            "--zs-eval",
+            multiple=True,
+            show_default="none",
+            help="NAME=PATH of an ImageFolder set for zero-shot retention.",
+        ),
+        click.option(
+            "--config", "config_file", default=None, show_default="none", help="YAML config file (over the preset)."
+        ),
+        click.option(
+            "--preset",
+            default=None,
+            show_default="the benchmark's own",
+            help="Protocol preset: revision, revision-20, or a preset file name such as cifar100-revision.",
+        ),
+        click.option(
+            "--set", "sets", multiple=True, show_default="none", help="Override any config key: section.key=value."
+        ),
     ]
-    for option in reversed(options):
+    for option in reversed([o for o in options if o is not None]):
         fn = option(fn)
     return fn
 
@@ -140,26 +245,34 @@ def _config_from_options(bench, method, kw) -> object:
         ("data.zs_eval", _zs_pairs(kw["zs_eval"])),
         ("method.name", method),
     ]
-    return resolve_config(bench, kw["config_file"], _overrides(pairs, kw["sets"]))
+    return resolve_config(bench, kw["config_file"], _overrides(pairs, kw["sets"]), preset=kw.get("preset"))
 
 
-def _resume_overrides(bench, method, out, kw) -> dict:
+NOT_ON_RESUME = (
+    "bench", "method", "out", "config_file", "arch", "pretrained", "initial", "increment",
+    "class_order", "class_names", "templates", "seed", "zs_eval", "download", "preset",
+)  # fmt: skip
+"""Options that define a run or apply only at its start: an error with --resume."""
+
+
+def _resume_overrides(ctx: click.Context, kw) -> dict:
     """What may change when a run continues (device, workers, data location, learning settings via --set);
-    what defines the run (benchmark, method, model, split) may not."""
+    what defines the run (benchmark, method, model, split, seed) or acts only at its start may not. --set keys
+    that define the run are refused by the trainer, which compares the resolved configs."""
+    from click.core import ParameterSource
+
     from .errors import ConfigError
 
-    fixed = {"--bench": bench != "toy", "--method": method, "--out": out, "--config": kw["config_file"]}
-    fixed.update(
-        {
-            f"--{k.replace('_', '-')}": kw[k]
-            for k in ("arch", "pretrained", "initial", "increment", "class_order", "class_names", "templates")
-        }
-    )
-    given = [name for name, value in fixed.items() if value]
+    given = [
+        p.opts[0]
+        for p in ctx.command.params
+        if p.name in NOT_ON_RESUME and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)
+    ]
     if given:
         raise ConfigError(
-            f"{', '.join(given)} cannot change when resuming a run; only --device, --workers, "
-            "--data-root, --epochs, --precision, --strict and --set apply to the remaining tasks"
+            f"{', '.join(given)} cannot change when resuming a run (they define the run or act only at its start); "
+            "only --device, --workers, --data-root, --epochs, --precision, --strict, --from-task and --set "
+            "(not method.name, model, lora, the data split or the seed) apply to the remaining tasks"
         )
     pairs = [
         ("train.device", kw["device"]),
@@ -174,37 +287,69 @@ def _resume_overrides(bench, method, out, kw) -> dict:
 
 @main.command()
 @_train_options
-@click.option("--method", default=None, help="zeroshot, lora, lora+acgd, lora+acgd+tsgr, segpcl (default), ...")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue a run directory.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(bench, method, out, resume, quiet, **kw):
+@click.option("--method", default=None, show_default="segpcl", help=f"One of: {_method_names()}.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_default="runs/<bench>-<method>-<time>",
+    help="Run directory.",
+)
+@click.option(
+    "--resume", type=click.Path(path_type=Path), default=None, show_default="none", help="Continue a run directory."
+)
+@click.option(
+    "--from-task",
+    type=click.IntRange(min=0),
+    default=None,
+    show_default="the last verified checkpoint",
+    help="With --resume: continue after this task's checkpoint (1-based; 0 retrains all); later ones are discarded.",
+)
+@click.option("--quiet", is_flag=True, default=False, show_default=True, help="No progress bars.")
+@click.pass_context
+def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
     """Train a method on a class-incremental benchmark (default: SeGP-CL on the toy benchmark)."""
     from .engine.trainer import run_training
+    from .errors import ConfigError
     from .report import accuracy_table
 
     if resume is None:
+        if from_task is not None:
+            raise ConfigError("--from-task applies only with --resume DIR")
         result = run_training(_config_from_options(bench, method, kw), out_dir=out, progress=not quiet)
     else:
         result = run_training(
-            resume=resume, progress=not quiet, resume_overrides=_resume_overrides(bench, method, out, kw)
+            resume=resume, progress=not quiet, resume_overrides=_resume_overrides(ctx, kw), from_task=from_task
         )
     click.echo(accuracy_table(result.metrics))
     click.echo(f"run directory: {result.run_dir}")
 
 
 @main.command()
-@_train_options
+@_train_options(seed=False)
 @click.option(
     "--methods",
     default="zeroshot,lora,lora+acgd,lora+acgd+tsgr,segpcl,segpcl-textpgd,lora+distill-new",
     show_default=True,
     help="Comma-separated methods (rows).",
 )
-@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated seeds.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def ablate(bench, methods, seeds, out, quiet, **kw):
+@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated seeds (0 .. 2**32-1).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_default="runs/ablation-<bench>-<time>",
+    help="Output folder.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Runs found with other settings are kept; train new ones into new folders (<method>-seed<N>-<settings hash>).",
+)
+@click.option("--quiet", is_flag=True, default=False, show_default=True, help="No progress bars.")
+def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from .ablation import run_ablation
     from .errors import ConfigError
@@ -216,8 +361,6 @@ def ablate(bench, methods, seeds, out, quiet, **kw):
         raise ConfigError(f"--seeds takes comma-separated integers, e.g. 1,2,3; got {seeds!r}") from None
     if not method_list or not seed_list:
         raise ConfigError("--methods and --seeds each need at least one entry")
-    if kw["seed"] is not None:
-        raise ConfigError("segpcl ablate takes --seeds (comma-separated), not --seed")
     result = run_ablation(
         lambda method, seed: _config_from_options(bench, method, dict(kw, seed=seed)),
         method_list,
@@ -225,6 +368,7 @@ def ablate(bench, methods, seeds, out, quiet, **kw):
         out,
         progress=not quiet,
         echo=click.echo,
+        fresh=fresh,
     )
     click.echo(result["markdown"])
     click.echo(f"results: {result['out']}")

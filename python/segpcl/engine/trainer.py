@@ -7,9 +7,11 @@ rounding: peft's MultiheadAttention LoRA adds and subtracts its delta in the bas
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,15 +34,16 @@ from ..benchmarks.base import (
 )
 from ..config import RunConfig, apply_overrides, config_from_dict, validate, write_config
 from ..environment import environment
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, SegpclError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
 from ..models.loading import load_clip
 from ..models.lora import apply_lora, load_adapter, lora_parameters, save_adapter
 from ..report import accuracy_svg
-from .checkpoint import RunDir, load_prototypes, save_prototypes, write_json
+from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
+from .reference import reference_images
 
 log = logging.getLogger("segpcl")
 
@@ -141,7 +144,7 @@ def _lr_lambda(total_steps: int, warmup_frac: float):
 
 def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, run: RunDir, progress: bool) -> dict:
     params = lora_parameters(learner.model)
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = make_optimizer(params, cfg)
     total = cfg.train.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, cfg.train.warmup_frac))
     learner.model.train()
@@ -183,6 +186,14 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
     }
 
 
+def make_optimizer(params: list, cfg: RunConfig) -> torch.optim.Optimizer:
+    """train.optimizer over the trainable LoRA parameters (a fresh one each task)."""
+    tr = cfg.train
+    if tr.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay)
+    return torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
+
+
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list, grad_clip: float) -> None:
     """The trainer's update (also what `segpcl bench overhead` times): backward, norm clip (0: off), step."""
     opt.zero_grad(set_to_none=True)
@@ -199,39 +210,332 @@ def run_training(
     progress: bool = True,
     sampler_factory=None,
     resume_overrides: dict | None = None,
+    from_task: int | None = None,
 ) -> RunResult:
     """Run (or resume) a whole class-incremental stream; returns the run directory and its metrics.
 
     With `resume`, the run's config.yaml is loaded and `resume_overrides` (e.g. a lower train.lr or another
-    device) are applied on top for the remaining tasks and written back."""
+    device) are checked, then applied for the remaining tasks and written back; the run continues after the
+    last verified checkpoint (or after task `from_task`, 1-based; 0 retrains from the start). The run
+    directory is locked for the whole call."""
+    if resume is not None:
+        return _resume(Path(resume), resume_overrides or {}, from_task, progress, sampler_factory)
+    if cfg is None:
+        raise ConfigError("run_training needs a config or a run directory to resume")
+    if from_task is not None:
+        raise ConfigError("--from-task applies only with --resume DIR")
+    validate(cfg)
+    run = RunDir(Path(out_dir) if out_dir is not None else default_run_dir(cfg))
+    created = _claim_out_dir(run)
+    started = {"training": False, "ours": False}
+    try:
+        try:
+            run.acquire()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the run directory {run.root}: {exc.strerror or exc}") from None
+        started["ours"] = True  # we hold the lock of a folder that was new or empty
+        try:
+            if is_run_dir(run.root):  # another process finished a run here between our check and the lock
+                started["ours"] = False
+                raise ConfigError(f"{run.root} already holds a run; use --resume {run.root} or another --out")
+            try:
+                run.create()
+                write_config(cfg, run.config_path)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the run directory {run.root}: {exc.strerror or exc}") from None
+            with _run_log(run):
+                return _run(cfg, run, None, progress and is_main_process(), sampler_factory, started)
+        except BaseException:
+            if started["ours"] and not started["training"]:
+                _remove_failed_start(run, created)
+            raise
+        finally:
+            run.release()
+    except BaseException:
+        if created is not None and not started["ours"]:  # the folders we made, if still empty
+            folder = run.root
+            while True:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == created:
+                    break
+                folder = folder.parent
+        raise
+
+
+def is_run_dir(root: Path) -> bool:
+    """A segpcl run directory: config.yaml next to checkpoints/ (a user's own config.yaml is not one)."""
+    return (root / "config.yaml").is_file() and (root / "checkpoints").is_dir()
+
+
+def _claim_out_dir(run: RunDir) -> Path | None:
+    """Refuse a folder that is a file, busy, a finished run or someone else's non-empty folder; create it.
+    Returns the topmost folder this call created (removed again if the start fails), or None."""
+    root = run.root
+    if root.exists() or root.is_symlink():
+        if not root.is_dir():
+            raise ConfigError(f"--out {root} exists and is not a folder; choose a new or empty folder")
+        try:
+            entries = [p.name for p in root.iterdir()]
+        except OSError as exc:
+            raise ConfigError(f"cannot read --out {root}: {exc.strerror or exc}") from None
+        if entries:
+            pid = run.lock_holder()
+            if pid is not None:
+                who = f"process {pid}" if pid > 0 else "another process"
+                raise ConfigError(f"{root} is in use by {who} (a segpcl run holds {run.lock_path}); use another --out")
+            if is_run_dir(root):
+                raise ConfigError(f"{root} already holds a run; use --resume {root} or another --out")
+            raise ConfigError(
+                f"--out {root} is a folder that is not empty and not a segpcl run directory "
+                f"({len(entries)} entries, e.g. {sorted(entries)[0]}); choose a new or empty folder"
+            )
+        return None
+    top = root
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        root.mkdir(parents=True)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory {root}: {exc.strerror or exc}") from None
+    return top
+
+
+def _remove_failed_start(run: RunDir, created: Path | None) -> None:
+    """A start that failed before training leaves nothing behind (we held the lock, no task finished)."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+    elif run.root.is_dir():
+        for p in run.root.iterdir():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+class _run_log:
+    """log.txt of the run for the duration of a with block."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def __enter__(self):
+        self.handler = logging.FileHandler(self.run.log_path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(self.handler)
+        log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        log.removeHandler(self.handler)
+        self.handler.close()
+
+
+FREE_ON_RESUME = ("data.data_root", "data.strict", "data.num_workers")
+"""data.* keys that may change on resume (where the data lives, how it is read); every other data key
+defines the split or the images."""
+
+
+def defines_run(key: str) -> bool:
+    """Whether a dotted config key is part of what a run is (method, model, split, images, LoRA, seed)."""
+    if key in FREE_ON_RESUME:
+        return False
+    return key.startswith(("data.", "lora.")) or key in ("model.arch", "model.pretrained", "train.seed", "method.name")
+
+
+def flat_config(cfg: RunConfig) -> dict:
+    out: dict = {}
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict) and key != "zs_eval":
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(cfg.to_dict(), "")
+    return out
+
+
+def run_identity(cfg: RunConfig) -> dict:
+    """The settings that define the run (stored in every checkpoint's manifest)."""
+    return {k: v for k, v in flat_config(cfg).items() if defines_run(k)}
+
+
+def config_differences(old: RunConfig, new: RunConfig, keys=None) -> list[str]:
+    """`key: old -> new` for every differing key (restricted to `keys`, a predicate, when given)."""
+    a, b = flat_config(old), flat_config(new)
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and (keys is None or keys(k))
+    ]
+
+
+def load_run_config(root: Path) -> RunConfig:
+    """The config.yaml of a run directory, or a one-line ConfigError saying what is wrong with it."""
     import yaml
 
-    if resume is not None:
-        run = RunDir(Path(resume))
-        if not run.config_path.is_file():
-            raise ConfigError(f"{resume} is not a segpcl run directory (no config.yaml); pass the folder of a run")
-        cfg = config_from_dict(yaml.safe_load(run.config_path.read_text()))
-        if resume_overrides:
-            write_config(apply_overrides(cfg, resume_overrides), run.config_path)
-    else:
-        if cfg is None:
-            raise ConfigError("run_training needs a config or a run directory to resume")
-        run = RunDir(out_dir or default_run_dir(cfg))
-        if run.latest_task() is not None:
-            raise ConfigError(f"{run.root} already holds a run; use --resume {run.root} or another --out")
-    run.create()
-    handler = logging.FileHandler(run.log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    path = root / "config.yaml"
+    if not root.is_dir():
+        raise ConfigError(f"--resume {root}: no such folder")
+    if not path.is_file():
+        raise ConfigError(f"{root} is not a segpcl run directory (no config.yaml); pass the folder of a run")
     try:
-        return _run(cfg, run, resume is not None, progress and is_main_process(), sampler_factory)
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{path} is damaged ({first}); restore it (every checkpoint keeps the run's settings)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is damaged (it does not hold a mapping of config sections); restore it")
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path} is damaged or from another segpcl version: {exc}") from None
+
+
+def _resume_hint(run: RunDir, below: int) -> str:
+    j = run.last_intact_before(below)
+    if j is None:
+        return (
+            f"no earlier checkpoint is intact; retrain from the first task with "
+            f"`segpcl train --resume {run.root} --from-task 0`"
+        )
+    return (
+        f"the last intact checkpoint is task {j + 1}; continue from it with "
+        f"`segpcl train --resume {run.root} --from-task {j + 1}` (retrains the tasks after it)"
+    )
+
+
+def resume_point(run: RunDir, cfg: RunConfig, from_task: int | None) -> int | None:
+    """The 0-based task whose verified checkpoint the run continues after (None: from the start).
+    Never guesses: a damaged, missing or foreign checkpoint stops with what was found and how to go on."""
+    folders = run.task_folders()
+    if from_task is not None:
+        if from_task == 0:
+            return None
+        k = from_task - 1
+        if k not in folders:
+            have = ", ".join(str(t + 1) for t in folders) or "none"
+            raise ConfigError(
+                f"--from-task {from_task}: {run.task_dir(k)} does not exist (checkpoints of tasks: {have})"
+            )
+        problem = check_manifest(run.task_dir(k))
+        if problem:
+            raise ConfigError(
+                f"--from-task {from_task}: checkpoint {run.task_dir(k)} is damaged: {problem}; {_resume_hint(run, k)}"
+            )
+    else:
+        name = run.latest_name()
+        if name is None:
+            if not folders:
+                claimed = _metrics_tasks_completed(run)
+                if claimed:
+                    raise ConfigError(
+                        f"{run.latest_path} is missing and there are no task checkpoints, but metrics.json says "
+                        f"{claimed} tasks were completed; the checkpoints are lost: retrain with "
+                        f"`segpcl train --resume {run.root} --from-task 0`"
+                    )
+                return None
+            k = folders[-1]
+            problem = check_manifest(run.task_dir(k))
+            if problem:
+                raise ConfigError(
+                    f"{run.latest_path} is missing; found checkpoints of tasks "
+                    f"{', '.join(str(t + 1) for t in folders)}, and the highest, {run.task_dir(k).name}, is damaged: "
+                    f"{problem}; {_resume_hint(run, k)}"
+                )
+            log.warning(
+                "%s is missing; continuing after task %d, the highest verified checkpoint", run.latest_path, k + 1
+            )
+        else:
+            k = int(name.split("_")[1])
+            problem = check_manifest(run.task_dir(k))
+            if problem:
+                raise ConfigError(
+                    f"checkpoint {run.task_dir(k)} (the last completed task, named by LATEST) is damaged: {problem}; "
+                    f"{_resume_hint(run, k)}"
+                )
+    stored = manifest_identity(run.task_dir(k))
+    mine = run_identity(cfg)
+    differ = [f"{key}: {stored[key]!r} vs {mine.get(key)!r}" for key in sorted(stored) if stored[key] != mine.get(key)]
+    if differ:
+        raise ConfigError(
+            f"checkpoint {run.task_dir(k)} was written by a run with other settings than {run.config_path} "
+            f"({'; '.join(differ[:4])}); the run directory mixes two runs: restore config.yaml or start a new run"
+        )
+    return k
+
+
+def _metrics_tasks_completed(run: RunDir) -> int:
+    try:
+        return int(json.loads(run.metrics_path.read_text()).get("tasks_completed") or 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _resume(root: Path, overrides: dict, from_task: int | None, progress: bool, sampler_factory) -> RunResult:
+    """Check everything (config, overrides, checkpoints) before changing a single file, then continue."""
+    run = RunDir(root)
+    old = load_run_config(root)
+    cfg = apply_overrides(copy.deepcopy(old), overrides)
+    fixed = config_differences(old, cfg, defines_run)
+    if fixed:
+        raise ConfigError(
+            f"--resume cannot change what defines the run ({'; '.join(fixed)}); the method, model, LoRA layout, "
+            "data split and seed stay as the run started: use a new --out for a new run"
+        )
+    validate(cfg)
+    if not run.checkpoints.is_dir():
+        raise ConfigError(f"{root} is not a segpcl run directory (no checkpoints/ folder)")
+    try:
+        run.acquire()
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {run.lock_path}: {exc.strerror or exc}") from None
+    try:
+        start_after = resume_point(run, old, from_task)
+        run.remove_stale_temporaries()
+        if from_task is not None:
+            # an explicit restart point: later checkpoints are superseded (they would otherwise mix in)
+            for k in run.task_folders():
+                if start_after is None or k > start_after:
+                    shutil.rmtree(run.task_dir(k))
+        if start_after is None:
+            run.latest_path.unlink(missing_ok=True)
+        elif run.latest_name() != run.task_dir(start_after).name:
+            from .checkpoint import atomic_write_text
+
+            atomic_write_text(run.latest_path, run.task_dir(start_after).name)
+        if config_differences(old, cfg):
+            write_config(cfg, run.config_path)
+        with _run_log(run):
+            return _run(cfg, run, start_after, progress and is_main_process(), sampler_factory, {"training": False})
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        run.release()
 
 
-def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_factory) -> RunResult:
+def image_size_guess(arch: str) -> int:
+    """The input size of `arch` without building it (so the data can be checked before any weights load)."""
+    from ..models.tiny import TINY_CONFIGS
+
+    if arch in TINY_CONFIGS:
+        return int(TINY_CONFIGS[arch]["vision"]["image_size"])
+    try:
+        import open_clip
+
+        size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
+        return int(size[0] if isinstance(size, list | tuple) else size)
+    except Exception:  # unknown arch: load_clip reports it
+        return 224
+
+
+def _run(
+    cfg: RunConfig, run: RunDir, start_after: int | None, progress: bool, sampler_factory, started: dict
+) -> RunResult:
+    """The task loop; `start_after`: the verified checkpoint to continue after (None: the first task)."""
     validate(cfg)
     switches = method_switches(cfg.method.name)
     device = resolve_device(cfg.train.device)
@@ -240,12 +544,13 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
     elif cfg.model.precision == "bf16":
         log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
     autocast = autocast_factory(device, cfg.model.precision)
+    guess = image_size_guess(cfg.model.arch)
+    stream = build_stream(cfg, guess, run.root)  # the data is checked before any weights load
     seed_everything(cfg.train.seed)
     model = load_clip(cfg.model.arch, cfg.model.pretrained, device=device, precision=cfg.model.precision)
     model.eval()
-    stream = build_stream(cfg, model.image_size, run.root)
-    if not resuming:
-        write_config(cfg, run.config_path)
+    if model.image_size != guess:
+        stream = build_stream(cfg, model.image_size, run.root)
     if switches.train:
         apply_lora(model, cfg.lora)
         model.to(device)
@@ -258,6 +563,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
         text_has_lora=switches.train and "text" in cfg.lora.towers,
         device=device,
         autocast=autocast,
+        reference_images=reference_images(cfg, model.image_size) if switches.source == "ref" else None,
     )
     loaders = _Loaders(cfg, device, sampler_factory)
     env = {**environment(), "device": str(device)}
@@ -267,15 +573,24 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
     skipped = {"train": 0, "test": 0}
     zs: dict = {}
     start = 0
-    latest = run.latest_task() if resuming else None
+    latest = start_after
     if latest is not None:
         folder = run.task_dir(latest)
-        state = json.loads((folder / "state.json").read_text())
-        if switches.train:
-            load_adapter(model, folder / "adapter")
-        learner.load_state_dict({"task": latest, "prototypes": load_prototypes(folder / "prototypes.npz")})
-        matrix.load_state(state["metrics"])
-        timings, task_info, skipped, zs = state["timings"], state["task_info"], state["skipped"], state["zs"]
+        try:  # verified against its manifest already; this catches a manifest forged along with the file
+            state = json.loads((folder / "state.json").read_text())
+            if switches.train:
+                load_adapter(model, folder / "adapter")
+            learner.load_state_dict({"task": latest, "prototypes": load_prototypes(folder / "prototypes.npz")})
+            matrix.load_state(state["metrics"])
+            timings, task_info, skipped, zs = state["timings"], state["task_info"], state["skipped"], state["zs"]
+        except SegpclError:
+            raise
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise ConfigError(f"checkpoint {folder} cannot be read ({why}); {_resume_hint(run, latest)}") from None
+        if len(matrix.acc) != latest + 1:
+            why = f"holds {len(matrix.acc)} tasks' results, not {latest + 1}"
+            raise ConfigError(f"checkpoint {folder} {why}; {_resume_hint(run, latest)}")
         start = latest + 1
         log.info("resuming %s after task %d", run.root, latest + 1)
 
@@ -285,6 +600,8 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
         zs = {name: {"before": acc} for name, acc in zero_shot_accuracies(model, cfg, device, progress).items()}
 
     task_of_class = stream.task_of_position()
+    identity = run_identity(cfg)
+    started["training"] = True
     t = start
     try:
         for t in range(start, stream.n_tasks):
@@ -314,7 +631,7 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
             matrix.update(t, correct, total)
             timings.append(times)
             task_info.append(info)
-            log.info("task %d/%d: accuracy %.2f (%s)", t + 1, stream.n_tasks, matrix.task_accuracy[-1], info)
+            log.info("task %d/%d: accuracy %.2f (%s)", t + 1, stream.n_tasks, matrix.seen_accuracy[-1], info)
             if cfg.data.zs_eval and t == stream.n_tasks - 1:
                 from .zero_shot import zero_shot_accuracies
 
@@ -323,8 +640,6 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
                     if "before" in zs[name]:
                         zs[name]["delta"] = acc - zs[name]["before"]
             metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
-            write_json(run.metrics_path, metrics)
-            run.write_plot(accuracy_svg(metrics))
             state = {
                 "metrics": matrix.state(),
                 "timings": timings,
@@ -338,7 +653,9 @@ def _run(cfg: RunConfig, run: RunDir, resuming: bool, progress: bool, sampler_fa
                 save_prototypes(folder / "prototypes.npz", learner.state_dict()["prototypes"])
                 write_json(folder / "state.json", state)
 
-            run.save_task(t, contents)
+            run.save_task(t, contents, identity)  # the checkpoint first: metrics.json never runs ahead of it
+            write_json(run.metrics_path, metrics)
+            run.write_plot(accuracy_svg(metrics))
     except torch.OutOfMemoryError as exc:
         raise TrainingError(
             f"out of GPU memory in task {t + 1} ({str(exc).splitlines()[0]}); completed tasks are saved in "
