@@ -61,28 +61,36 @@ class ModelSection:
 
 @dataclass
 class LoraSection:
-    rank: int = 8
-    """LoRA rank."""
-    alpha: float = 16.0
-    """LoRA alpha (scaling = alpha / rank)."""
+    rank: int = 32
+    """LoRA rank (paper: 32)."""
+    alpha: float = 32.0
+    """LoRA alpha (scaling = alpha / rank; our reading: alpha = rank, scaling 1)."""
     dropout: float = 0.0
     """Dropout on the LoRA input."""
-    targets: list[str] = field(default_factory=lambda: ["attn", "mlp.c_fc", "mlp.c_proj"])
-    """Module name suffixes that get LoRA (open_clip 3.x: `attn` is peft's MultiheadAttention support)."""
+    targets: list[str] = field(default_factory=lambda: ["attn.in_proj", "mlp.c_fc"])
+    """Module name suffixes inside each residual block that get LoRA. segpcl replaces open_clip's
+    nn.MultiheadAttention by plain Linear projections, so `attn.in_proj` (q, k, v) and `attn.out_proj` are
+    ordinary Linear layers; paper: the in-projection and the first MLP layer (`mlp.c_fc`)."""
     towers: list[str] = field(default_factory=lambda: ["visual", "text"])
     """Towers that get LoRA: visual, text."""
+    train_a: bool = False
+    """Train LoRA's down-projection A too; paper: only the up-projection B is trained (A stays at its init)."""
 
 
 @dataclass
 class TrainSection:
-    epochs: int = 4
-    """Epochs per task."""
-    batch_size: int = 32
-    """Training batch size (new-task images)."""
-    lr: float = 3e-4
-    """AdamW learning rate (LoRA parameters)."""
+    epochs: int = 10
+    """Epochs per task (paper: 10)."""
+    batch_size: int = 128
+    """Training batch size (new-task images; paper: 128)."""
+    optimizer: str = "sgd"
+    """sgd (paper) or adamw, over the trainable LoRA parameters, with warm-up and cosine decay."""
+    lr: float = 1e-3
+    """Learning rate (paper: 1e-3 with SGD)."""
+    momentum: float = 0.9
+    """SGD momentum (our reading: the paper does not state it)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """Weight decay (our reading: 0; the paper does not state it)."""
     warmup_frac: float = 0.1
     """Fraction of a task's steps with linear warm-up before cosine decay."""
     grad_clip: float = 1.0
@@ -98,40 +106,70 @@ class TrainSection:
 @dataclass
 class MethodSection:
     name: str = "segpcl"
-    """Method: zeroshot, lora, lora+acgd, lora+acgd+tsgr, segpcl, segpcl-textpgd, lora+distill-new."""
-    lambda_acgd: float = 1.0
-    """Weight of the anchor KL distillation (lambda_A)."""
-    lambda_tsgr: float = 1.0
-    """Weight of the text semantic-geometry regulariser (lambda_T)."""
-    tau: float = 1.0
-    """Temperature of the distillation softmaxes."""
+    """Method (a row of the paper's tables): see `segpcl train --help` or segpcl.method.learner.METHODS."""
+    lambda_acgd: float = 5.0
+    """Weight of the anchor KL distillation lambda_A (paper: 5)."""
+    tau: float = 20.0
+    """ACGD temperature tau_A; the loss is tau_A^2 * KL(softmax(l_T / tau_A) || softmax(l_S / tau_A)) (paper: 20)."""
     anchors_per_step: int = 8
     """Anchors drawn into each training step for ACGD; each adds one image to the step's image forward and
-    backward, so A = B/4 keeps the step within the paper's +20% (see `segpcl bench overhead`)."""
-    k_seed: int = 256
-    """Seeds (new-task images most similar to old-class text) turned into anchors per task."""
+    backward, so A = B/4 or less keeps the step within the paper's +20% (see `segpcl bench overhead`)."""
+    anchors: str = "pgd"
+    """pgd: seeds moved by dual-target PGD (the method); seeds: the seeds themselves, no PGD (the control)."""
+    seed_mode: str = "per_class"
+    """per_class: the k_seed new-task images most similar to each old class's text are seeds targeted at it
+    (paper); global: the k_seed images with the highest best old-class similarity, targeted at that class."""
+    k_seed: int = 5
+    """Seeds per old class (per_class; paper: 5) or in all (global)."""
+    pgd_classes: str = "old"
+    """Classes of DPGD's text cross-entropy: old, or seen (old + new: the anchor must cross the old/new
+    boundary; our reading of "probe the boundary")."""
     pgd_steps: int = 10
-    """PGD iterations K."""
+    """PGD iterations K_adv (paper: 10)."""
     pgd_eps: float = 8 / 255
-    """L-infinity radius of the perturbation (pixels in [0, 1])."""
-    pgd_gamma: float = 2 / 255
-    """PGD step size."""
+    """L-infinity radius of the perturbation, pixels in [0, 1] (our reading: the paper does not state it)."""
+    pgd_gamma: float = 1.5e-3
+    """PGD step size (paper: 1.5e-3)."""
     lambda_p: float = 1.0
-    """Weight of the visual-prototype target in DPGD (0: text-only PGD)."""
+    """Weight of the visual-prototype target in DPGD (0: text-only PGD). With pgd_balance, 1 gives both
+    targets an equal say whatever the logit scale."""
+    pgd_balance: bool = True
+    """Bring both DPGD gradients to the same per-anchor size (at the shared raw feature, before the one backward
+    through the tower) before weighting by lambda_p (our reading); false: the plain sum L_text + lambda_p L_vis."""
     early_stop_margin: float | None = None
-    """Stop updating an anchor once the teacher's logit of c* leads the runner-up by this margin."""
-    tsgr_k: int = 5
-    """TSGR: each class keeps its k most similar classes as edges."""
+    """Stop updating an anchor once the teacher's logit of its target leads the runner-up by this margin."""
+    tsgr_mode: str = "rooted"
+    """rooted (paper): KL of each new class's neighbourhood distribution in the zero-shot text space;
+    edges: squared change of key-edge cosines against the previous task's teacher (the earlier reading)."""
+    lambda_tsgr: float = 1.0
+    """Weight of the text semantic-geometry regulariser lambda_T (paper: 1)."""
+    tsgr_k: int | None = 10
+    """rooted: neighbours per new class among all seen classes (paper: 10; our reading: seen, not only old);
+    edges: each class keeps its k most similar classes."""
+    tsgr_tau: float = 0.05
+    """rooted: temperature of the neighbourhood softmax over cosines (paper: 0.05)."""
     tsgr_threshold: float | None = None
-    """TSGR: also keep every pair with teacher text cosine >= threshold."""
-    migrate: str = "gaussian"
-    """Prototype migration: gaussian, target, or none."""
+    """edges: also keep every pair with teacher text cosine >= threshold."""
+    prototype_space: str = "raw"
+    """raw (paper): the visual tower's pooled output before the projection; embed: the normalised joint
+    embedding f (the earlier reading)."""
+    migrate: str = "proximity"
+    """Prototype transfer: proximity (a Gaussian-weighted mean of the anchor drifts, scaled by the kernel value
+    of the nearest anchor, so classes far from every anchor move little; our reading of the paper), gaussian
+    (the weighted mean, not scaled), target (mean drift of the anchors targeted at the class), or none."""
     sigma: float | None = None
-    """Gaussian migration width; None = median anchor-to-prototype distance of the task."""
+    """Width of the migration kernel; None = median distance between each anchor and its target prototype."""
+    fusion: str = "logits"
+    """Dual path: logits (paper): s cos(f, T) + beta s_v cos(v, P), or probs: (1 - beta) p_clip + beta p_proto."""
     beta: float = 0.5
-    """Dual-path fusion weight of the prototype branch (0: CLIP path only)."""
+    """Dual-path weight of the prototype branch (paper: 0.5; 0: CLIP path only)."""
     proto_scale: float | None = None
-    """Logit scale s_p of the prototype branch; None = the model's logit scale."""
+    """Scale s_v of the prototype branch; None = the model's logit scale s (our reading)."""
+    ce_classes: str = "seen"
+    """Classes of the training cross-entropy: seen (all classes so far) or task (the current task's only)."""
+    reference: str | None = None
+    """lora+distill-ref: a folder of reference images (ZSCL-style); on the toy benchmark None = 256 images of
+    the toy world's pretraining domain."""
 
 
 @dataclass
@@ -195,6 +233,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 def validate(cfg: RunConfig) -> None:
     """Reject settings that would only fail after hours of training, with a message naming the key."""
+    validate_ranges(cfg)
     checks = [
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
@@ -202,13 +241,14 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (cfg.lora.rank >= 1, "lora.rank must be >= 1"),
         (cfg.model.precision in ("fp32", "bf16"), "model.precision must be fp32 or bf16"),
-        (cfg.method.migrate in ("gaussian", "target", "none"), "method.migrate must be gaussian, target or none"),
+        (cfg.train.momentum >= 0 and cfg.train.weight_decay >= 0, "train.momentum and train.weight_decay must be >= 0"),
         (cfg.method.sigma is None or cfg.method.sigma > 0, "method.sigma must be > 0 (or null: derived)"),
-        (cfg.method.tau > 0, "method.tau must be > 0"),
+        (cfg.method.tau > 0 and cfg.method.tsgr_tau > 0, "method.tau and method.tsgr_tau must be > 0"),
         (cfg.method.pgd_eps > 0 and cfg.method.pgd_gamma > 0, "method.pgd_eps and method.pgd_gamma must be > 0"),
         (cfg.method.pgd_steps >= 1 and cfg.method.k_seed >= 1, "method.pgd_steps and method.k_seed must be >= 1"),
         (cfg.method.anchors_per_step >= 1, "method.anchors_per_step must be >= 1"),
-        (0 <= cfg.method.beta <= 1, "method.beta must be in [0, 1]"),
+        (0 <= cfg.method.beta <= 1 or cfg.method.fusion == "logits", "method.beta must be in [0, 1] with fusion=probs"),
+        (cfg.method.beta >= 0, "method.beta must be >= 0"),
         (cfg.method.proto_scale is None or cfg.method.proto_scale > 0, "method.proto_scale must be > 0"),
         (
             (cfg.method.tsgr_k is not None and cfg.method.tsgr_k >= 1) or cfg.method.tsgr_threshold is not None,
@@ -218,18 +258,76 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for key, value in _choice_values(cfg).items():
+        allowed = CHOICES[key]
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def preset_names() -> list[str]:
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.optimizer": ("sgd", "adamw"),
+    "method.anchors": ("pgd", "seeds"),
+    "method.seed_mode": ("per_class", "global"),
+    "method.pgd_classes": ("old", "seen"),
+    "method.tsgr_mode": ("rooted", "edges"),
+    "method.prototype_space": ("raw", "embed"),
+    "method.migrate": ("proximity", "gaussian", "target", "none"),
+    "method.fusion": ("logits", "probs"),
+    "method.ce_classes": ("seen", "task"),
+}
+"""Keys that take one of a few words, and those words."""
+
+
+def _choice_values(cfg: RunConfig) -> dict[str, str]:
+    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in CHOICES}
+
+
+def all_preset_names() -> list[str]:
+    """Every preset file: the benchmarks' own (`cifar100`) and the protocol presets (`cifar100-revision`)."""
     return sorted(p.name[:-5] for p in resources.files("segpcl.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(bench: str) -> dict[str, Any]:
-    """The preset of a benchmark as a nested dict ({} if the benchmark has none)."""
+def preset_names() -> list[str]:
+    """The benchmarks' own presets (file name = benchmark name; protocol presets have a `-` in the name)."""
+    return [n for n in all_preset_names() if "-" not in n]
+
+
+def _deep_update(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_preset(bench: str, _depth: int = 0) -> dict[str, Any]:
+    """A preset (a benchmark's, or a protocol preset by file name) as a nested dict ({} if there is none).
+    `extends: OTHER` at the top of a preset file starts from preset OTHER."""
     path = resources.files("segpcl.presets").joinpath(f"{bench}.yaml")
     if not path.is_file():
         return {}
-    return yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(path.read_text()) or {}
+    parent = data.pop("extends", None)
+    if parent:
+        if _depth > 4 or parent not in all_preset_names():
+            raise ConfigError(f"preset {bench}: `extends: {parent}` names no preset (or loops)")
+        data = _deep_update(load_preset(parent, _depth + 1), data)
+    return data
+
+
+def preset_for(bench: str, preset: str) -> str:
+    """`--preset NAME` for benchmark `bench`: the preset `<bench>-NAME` if it exists, else the preset NAME."""
+    names = all_preset_names()
+    for cand in (f"{bench}-{preset}", preset):
+        if cand in names:
+            return cand
+    mine = [n[len(bench) + 1 :] for n in names if n.startswith(f"{bench}-")]
+    raise ConfigError(
+        f"no preset {preset!r} for benchmark {bench}; "
+        + (f"its protocol presets: {', '.join(mine)}; " if mine else "")
+        + f"all presets: {', '.join(names)}"
+    )
 
 
 def parse_set(items: list[str], into: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -247,9 +345,13 @@ def resolve_config(
     bench: str = "toy",
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
 ) -> RunConfig:
     """Defaults < the benchmark's preset < a YAML config file < explicit overrides. The benchmark (whose
-    preset applies) is the one the overrides name, else the config file's, else `bench`."""
+    preset applies) is the one the overrides name, else the config file's, else `bench`. With `preset`
+    (`--preset NAME`), the preset `<bench>-NAME` (e.g. `revision`) or the preset NAME itself
+    (e.g. `cifar100-revision`, which also selects its benchmark when `bench` is the default toy) replaces
+    the benchmark's own."""
     from_file: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
@@ -264,9 +366,17 @@ def resolve_config(
         if named:
             bench = named
             break
+    preset_data = load_preset(bench)
+    if preset:
+        preset_data = load_preset(preset_for(bench, preset))
+        named = (preset_data.get("data") or {}).get("bench")
+        if named and named != bench:
+            if bench != "toy":
+                raise ConfigError(f"preset {preset} is for benchmark {named}, not {bench}")
+            bench = named
     cfg = RunConfig()
     cfg.data.bench = bench
-    _merge(cfg, load_preset(bench), "")
+    _merge(cfg, preset_data, "")
     _merge(cfg, from_file, "")
     _merge(cfg, overrides, "")
     return cfg
@@ -294,3 +404,40 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def write_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds go to numpy (0 .. 2**32 - 1) and torch; train.seed * 7919 + task stays inside torch's range."""
+
+
+def validate_ranges(cfg: RunConfig) -> None:
+    """The data, split, seed and loader options: each in its range, checked before anything loads."""
+    d, t = cfg.data, cfg.train
+    checks = [
+        (d.initial is None or d.initial >= 1, f"data.initial (--initial) must be >= 1, got {d.initial}"),
+        (d.increment is None or d.increment >= 1, f"data.increment (--increment) must be >= 1, got {d.increment}"),
+        (
+            d.task_sizes is None
+            or (
+                isinstance(d.task_sizes, list)
+                and len(d.task_sizes) >= 1
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in d.task_sizes)
+            ),
+            f"data.task_sizes must be a non-empty list of sizes >= 1, got {d.task_sizes}",
+        ),
+        (d.max_train_per_class is None or d.max_train_per_class >= 1, "data.max_train_per_class must be >= 1"),
+        (d.max_test_per_class is None or d.max_test_per_class >= 1, "data.max_test_per_class must be >= 1 (or null)"),
+        (d.num_workers >= 0, f"data.num_workers (--workers) must be >= 0, got {d.num_workers}"),
+        (0 <= d.class_order_seed <= SEED_MAX, f"data.class_order_seed must be in 0..{SEED_MAX}"),
+        (0 <= t.seed <= SEED_MAX, f"train.seed (--seed) must be in 0..{SEED_MAX}, got {t.seed}"),
+        (t.epochs >= 1, f"train.epochs (--epochs) must be >= 1, got {t.epochs}"),
+        (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0: off)"),
+        (0 <= t.warmup_frac <= 1, "train.warmup_frac must be in [0, 1]"),
+        (
+            isinstance(d.zs_eval, dict) and all(isinstance(k, str) and k and v for k, v in d.zs_eval.items()),
+            "data.zs_eval must map NAME to PATH",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
