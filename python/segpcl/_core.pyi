@@ -59,6 +59,22 @@ def select_key_edges(
             None, or a NaN threshold.
     """
 
+def select_neighbors(sim: npt.ArrayLike, roots: npt.ArrayLike, k: int) -> npt.NDArray[np.int64]:
+    """Rooted neighbourhoods (TSGR's rooted mode) of a class-similarity matrix.
+
+    For each root ``r`` (in the given order; repeats allowed), the ``min(k, C - 1)`` columns
+    ``j != r`` with the largest ``sim[r, j]``, best first, ties toward the lower ``j``. Only the roots'
+    rows are read, as given (no symmetrisation).
+
+    Args:
+        sim: float32 [C, C], finite.
+        roots: int64 [R], row indices in ``[0, C)``.
+        k: neighbours per root, >= 1 (``k >= C - 1`` takes every other class).
+
+    Returns:
+        int64 [R, min(k, C - 1)].
+    """
+
 class PrototypeBank:
     """Streaming per-class prototypes (feature means) with anchor-induced migration.
 
@@ -109,7 +125,7 @@ class PrototypeBank:
         before: npt.ArrayLike,
         after: npt.ArrayLike,
         sigma: float,
-        mode: Literal["gaussian", "target"] = "gaussian",
+        mode: Literal["gaussian", "proximity", "target"] = "gaussian",
         anchor_targets: npt.ArrayLike | None = None,
         classes: npt.ArrayLike | None = None,
     ) -> npt.NDArray[np.float32]:
@@ -121,6 +137,8 @@ class PrototypeBank:
           give a finite weighted mean) in float64; the squared distances (expanded as
           ``||P||^2 + ||b||^2 - 2 P.b`` after centring on the mean anchor) and the weighted sum of
           drifts use float32 matrix products.
+        - ``mode="proximity"``: the ``"gaussian"`` shift scaled by ``max_a w_ac``, the kernel value of
+          the nearest anchor, so a class far from every anchor moves little.
         - ``mode="target"``: prototype ``P_c`` moves by the mean drift of the anchors whose
           ``anchor_targets`` equals ``c``; a class without such anchors does not move.
 
@@ -130,9 +148,9 @@ class PrototypeBank:
             before: anchor features before training (teacher), float32 [A, dim], finite.
             after: anchor features after training (student), float32 [A, dim], finite.
             sigma: Gaussian bandwidth, finite and > 0 (checked in both modes).
-            mode: ``"gaussian"`` or ``"target"``.
+            mode: ``"gaussian"``, ``"proximity"`` or ``"target"``.
             anchor_targets: int64 [A] target class of each anchor; required for ``"target"``,
-                ignored for ``"gaussian"``.
+                ignored otherwise.
             classes: int64 [K] ids of the classes to move, each stored and none repeated;
                 default: every stored class.
 

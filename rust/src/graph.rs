@@ -276,6 +276,52 @@ pub fn select_key_edges(
     Ok(KeyEdges { edges, weights })
 }
 
+/// Rooted neighbourhoods of TSGR's rooted mode: for each root `r`, the `min(k, c - 1)` columns
+/// `j != r` with the largest `sim[r][j]`, best first, ties toward the lower `j`.
+///
+/// `sim` is row-major `[c, c]` and is read as given (row `r` only; no symmetrisation), `roots` are row
+/// indices in `[0, c)` (repeats allowed), `k >= 1`. Returns the neighbours row-major `[roots, kk]`.
+pub fn select_neighbors(sim: &[f32], c: usize, roots: &[i64], k: usize) -> Result<Vec<usize>> {
+    if c.checked_mul(c) != Some(sim.len()) {
+        return Err(InvalidInput(format!(
+            "sim must have shape [C, C]: {} values do not make a {c} x {c} matrix",
+            sim.len()
+        )));
+    }
+    if k == 0 {
+        return Err(InvalidInput("k must be an integer >= 1, got 0".into()));
+    }
+    if let Some(&bad) = roots.iter().find(|&&r| r < 0 || r as u64 >= c as u64) {
+        return Err(InvalidInput(format!(
+            "roots must be row indices in [0, {c}), got {bad}"
+        )));
+    }
+    check_finite("sim", sim)?;
+    let kk = k.min(c.saturating_sub(1));
+    let mut out = Vec::with_capacity(roots.len() * kk);
+    let mut others: Vec<usize> = Vec::with_capacity(c);
+    for &r in roots {
+        let r = r as usize;
+        let row = &sim[r * c..(r + 1) * c];
+        others.clear();
+        others.extend((0..c).filter(|&j| j != r));
+        // Descending similarity, then ascending index: a total order, so the result is unique.
+        let better = |a: &usize, b: &usize| {
+            row[*b]
+                .partial_cmp(&row[*a])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(b))
+        };
+        if kk < others.len() {
+            others.select_nth_unstable_by(kk, better);
+            others.truncate(kk);
+        }
+        others.sort_unstable_by(better);
+        out.extend_from_slice(&others[..kk]);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +465,46 @@ mod tests {
             let got = select_key_edges(&sim, c, Some(k), Some(48.5)).unwrap();
             assert_eq!(got, reference(&sim, c, Some(k), Some(48.5)), "k={k}");
         }
+    }
+
+    fn neighbors_reference(sim: &[f32], c: usize, roots: &[i64], k: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for &r in roots {
+            let r = r as usize;
+            let mut js: Vec<usize> = (0..c).filter(|&j| j != r).collect();
+            js.sort_by(|&a, &b| {
+                sim[r * c + b]
+                    .partial_cmp(&sim[r * c + a])
+                    .unwrap()
+                    .then(a.cmp(&b))
+            });
+            out.extend(js.into_iter().take(k.min(c - 1)));
+        }
+        out
+    }
+
+    #[test]
+    fn neighbors_match_brute_force_with_ties() {
+        let mut rng = Rng(7);
+        for &(c, k) in &[(1usize, 3usize), (2, 1), (5, 2), (9, 8), (9, 20), (40, 10)] {
+            // values from a small set: many ties
+            let sim: Vec<f32> = (0..c * c).map(|_| rng.below(4) as f32 * 0.25).collect();
+            let roots: Vec<i64> = (0..c as i64).chain([0]).collect();
+            let got = select_neighbors(&sim, c, &roots, k).unwrap();
+            assert_eq!(got, neighbors_reference(&sim, c, &roots, k), "c={c} k={k}");
+        }
+    }
+
+    #[test]
+    fn neighbors_bad_input() {
+        let sim = vec![0.0f32; 9];
+        assert!(select_neighbors(&sim, 3, &[0], 0).is_err());
+        assert!(select_neighbors(&sim, 3, &[3], 1).is_err());
+        assert!(select_neighbors(&sim, 3, &[-1], 1).is_err());
+        assert!(select_neighbors(&sim[..8], 3, &[0], 1).is_err());
+        let mut nan = sim.clone();
+        nan[4] = f32::NAN;
+        assert!(select_neighbors(&nan, 3, &[0], 1).is_err());
     }
 
     #[test]

@@ -202,6 +202,39 @@ mod bindings {
         ))
     }
 
+    /// Rooted neighbourhoods (TSGR rooted mode): for each root r, the min(k, C - 1) columns j != r
+    /// with the largest sim[r, j], best first, ties toward the lower j. sim float32 [C, C] is read as
+    /// given; roots int64 [R] in [0, C); k >= 1. Returns int64 [R, min(k, C - 1)].
+    #[pyfunction]
+    fn select_neighbors<'py>(
+        py: Python<'py>,
+        sim: &Bound<'py, PyAny>,
+        roots: &Bound<'py, PyAny>,
+        k: i64,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        if k < 1 {
+            return Err(value_error(format!("k must be an integer >= 1, got {k}")));
+        }
+        let sim = array_arg::<f32>(sim, "sim", "[C, C]", Kind::Float32)?;
+        let shape = sim.shape().to_vec();
+        if shape[0] != shape[1] {
+            return Err(value_error(format!(
+                "sim must be a square float32 array of shape [C, C], got shape {}",
+                shape_str(&shape)
+            )));
+        }
+        let roots = ids_arg(roots, "roots", "R")?;
+        let (values, ids) = (data(&sim)?, data(&roots)?);
+        let c = shape[0];
+        let k = usize::try_from(k).unwrap_or(usize::MAX);
+        let picked = py
+            .detach(|| graph::select_neighbors(values, c, ids, k))
+            .map_err(invalid)?;
+        let kk = k.min(c.saturating_sub(1));
+        let flat: Vec<i64> = picked.into_iter().map(|j| j as i64).collect();
+        matrix(py, ids.len(), kk, flat)
+    }
+
     /// How this extension was built: {"version": crate version, "profile": "release" or "debug"}.
     #[pyfunction]
     fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -452,6 +485,7 @@ mod bindings {
     fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add_function(wrap_pyfunction!(select_key_edges, m)?)?;
+        m.add_function(wrap_pyfunction!(select_neighbors, m)?)?;
         m.add_function(wrap_pyfunction!(build_info, m)?)?;
         m.add_class::<PyPrototypeBank>()?;
         Ok(())

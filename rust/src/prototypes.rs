@@ -21,6 +21,10 @@ pub enum MigrationMode {
     /// Every prototype moves by the plain mean drift of the anchors whose target class is its class
     /// (no such anchors: no move).
     Target,
+    /// The Gaussian-weighted mean drift scaled by the kernel value of the nearest anchor,
+    /// `max_a w_ac`: a class far from every anchor moves little (segpcl's reading of the paper's
+    /// "magnitude modulated by proximity").
+    Proximity,
 }
 
 impl MigrationMode {
@@ -29,8 +33,9 @@ impl MigrationMode {
         match mode {
             "gaussian" => Ok(Self::Gaussian),
             "target" => Ok(Self::Target),
+            "proximity" => Ok(Self::Proximity),
             other => Err(InvalidInput(format!(
-                "mode must be 'gaussian' or 'target', got {other:?}"
+                "mode must be 'proximity', 'gaussian' or 'target', got {other:?}"
             ))),
         }
     }
@@ -261,7 +266,7 @@ impl PrototypeBank {
                 check_class_ids("anchor_targets", t)?;
                 Some(t)
             }
-            (MigrationMode::Gaussian, _) => None,
+            (MigrationMode::Gaussian | MigrationMode::Proximity, _) => None,
         };
         let moved: Vec<i64> = match classes {
             None => self.class_ids(),
@@ -288,7 +293,8 @@ impl PrototypeBank {
                     for (row, &slot) in protos.chunks_exact_mut(dim).zip(&slots) {
                         self.mean_into(slot, row);
                     }
-                    gaussian_shifts(protos, before, after, dim, sigma, &mut shifts);
+                    let proximity = mode == MigrationMode::Proximity;
+                    gaussian_shifts(protos, before, after, dim, sigma, proximity, &mut shifts);
                 }
             }
         }
@@ -480,7 +486,14 @@ fn exp_nonpositive(x: f64) -> f64 {
 
 /// Turn one row of dot products `g[a] = <P'_c, B'_a>` into normalised weights, in place.
 #[inline(always)]
-fn weights_row_body(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
+fn weights_row_body(
+    g: &mut [f32],
+    bb: &[f64],
+    pp: f64,
+    inv_two_sigma2: f64,
+    proximity: bool,
+    lw: &mut [f64],
+) {
     for ((l, &gv), &b) in lw.iter_mut().zip(g.iter()).zip(bb) {
         *l = -(pp + b - 2.0 * f64::from(gv)).max(0.0) * inv_two_sigma2;
     }
@@ -509,7 +522,11 @@ fn weights_row_body(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw:
         *l = exp_nonpositive(*l - top);
         acc[0] += *l;
     }
-    let inv_total = 1.0 / acc.iter().sum::<f64>();
+    let mut inv_total = 1.0 / acc.iter().sum::<f64>();
+    if proximity {
+        // exp(top) = the largest weight before normalising = the kernel value of the nearest anchor
+        inv_total *= exp_nonpositive(top);
+    }
     for (gv, &l) in g.iter_mut().zip(lw.iter()) {
         *gv = (l * inv_total) as f32;
     }
@@ -517,17 +534,38 @@ fn weights_row_body(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn weights_row_avx2(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
-    weights_row_body(g, bb, pp, inv_two_sigma2, lw);
+fn weights_row_avx2(
+    g: &mut [f32],
+    bb: &[f64],
+    pp: f64,
+    inv_two_sigma2: f64,
+    proximity: bool,
+    lw: &mut [f64],
+) {
+    weights_row_body(g, bb, pp, inv_two_sigma2, proximity, lw);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-fn weights_row_avx512(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
-    weights_row_body(g, bb, pp, inv_two_sigma2, lw);
+fn weights_row_avx512(
+    g: &mut [f32],
+    bb: &[f64],
+    pp: f64,
+    inv_two_sigma2: f64,
+    proximity: bool,
+    lw: &mut [f64],
+) {
+    weights_row_body(g, bb, pp, inv_two_sigma2, proximity, lw);
 }
 
-fn weights_row(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut [f64]) {
+fn weights_row(
+    g: &mut [f32],
+    bb: &[f64],
+    pp: f64,
+    inv_two_sigma2: f64,
+    proximity: bool,
+    lw: &mut [f64],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512dq")
@@ -535,16 +573,16 @@ fn weights_row(g: &mut [f32], bb: &[f64], pp: f64, inv_two_sigma2: f64, lw: &mut
         && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { weights_row_avx512(g, bb, pp, inv_two_sigma2, lw) };
+        unsafe { weights_row_avx512(g, bb, pp, inv_two_sigma2, proximity, lw) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { weights_row_avx2(g, bb, pp, inv_two_sigma2, lw) };
+        unsafe { weights_row_avx2(g, bb, pp, inv_two_sigma2, proximity, lw) };
         return;
     }
-    weights_row_body(g, bb, pp, inv_two_sigma2, lw);
+    weights_row_body(g, bb, pp, inv_two_sigma2, proximity, lw);
 }
 
 /// `sum(v * v)`: 16 f32 lanes (vectorises), the lanes added in f64.
@@ -570,6 +608,7 @@ fn gaussian_block(
     drift: &[f32],
     dim: usize,
     inv_two_sigma2: f64,
+    proximity: bool,
     shifts: &mut [f32],
 ) {
     let cb = pp.len();
@@ -579,7 +618,7 @@ fn gaussian_block(
     sgemm(cb, dim, a, protos, (dim, 1), anchors, (1, dim), &mut g);
     let mut lw = vec![0.0f64; a];
     for (row, &p) in g.chunks_exact_mut(a).zip(pp) {
-        weights_row(row, bb, p, inv_two_sigma2, &mut lw);
+        weights_row(row, bb, p, inv_two_sigma2, proximity, &mut lw);
     }
     sgemm(cb, a, dim, &g, (a, 1), drift, (dim, 1), shifts);
 }
@@ -591,6 +630,7 @@ fn gaussian_shifts(
     after: &[f32],
     dim: usize,
     sigma: f64,
+    proximity: bool,
     shifts: &mut [f32],
 ) {
     let a = before.len() / dim;
@@ -642,6 +682,7 @@ fn gaussian_shifts(
             drift,
             dim,
             inv_two_sigma2,
+            proximity,
             shifts,
         );
         return;
@@ -656,7 +697,17 @@ fn gaussian_shifts(
             .map(|((p, n), out)| {
                 let (anchors, bb) = (&anchors, &bb);
                 scope.spawn(move || {
-                    gaussian_block(p, n, anchors, bb, drift, dim, inv_two_sigma2, out)
+                    gaussian_block(
+                        p,
+                        n,
+                        anchors,
+                        bb,
+                        drift,
+                        dim,
+                        inv_two_sigma2,
+                        proximity,
+                        out,
+                    )
                 })
             })
             .collect();
@@ -858,6 +909,48 @@ mod tests {
                 .collect();
             assert!(close(&bank.means().1, &expect, 1e-5));
         }
+    }
+
+    #[test]
+    fn proximity_migration_scales_by_the_nearest_kernel_value() {
+        let mut rng = Rng(11);
+        let (c, a, dim, sigma) = (6usize, 9usize, 5usize, 0.8f64);
+        let protos = rng.vec(c * dim, 1.0);
+        let before = rng.vec(a * dim, 1.0);
+        let after: Vec<f32> = before
+            .iter()
+            .zip(rng.vec(a * dim, 0.1))
+            .map(|(b, d)| b + d)
+            .collect();
+        let ids: Vec<i64> = (0..c as i64).collect();
+        let mut bank = PrototypeBank::new(dim).unwrap();
+        bank.set_means(&ids, &protos).unwrap();
+        let mean = gaussian_reference(&protos, &before, &after, dim, sigma);
+        let (_, shifts) = bank
+            .migrate(&before, &after, sigma, MigrationMode::Proximity, None, None)
+            .unwrap();
+        let mut want = Vec::new();
+        for (p, m) in protos.chunks_exact(dim).zip(mean.chunks_exact(dim)) {
+            let d2_min = before
+                .chunks_exact(dim)
+                .map(|b| {
+                    b.iter()
+                        .zip(p)
+                        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+                        .sum::<f64>()
+                })
+                .fold(f64::INFINITY, f64::min);
+            let scale = (-d2_min / (2.0 * sigma * sigma)).exp();
+            want.extend(m.iter().map(|v| v * scale));
+        }
+        assert!(close(&shifts, &want, 1e-5));
+        // far from every anchor: (almost) no move
+        let mut far = PrototypeBank::new(dim).unwrap();
+        far.set_means(&[0], &vec![50.0f32; dim]).unwrap();
+        let (_, s) = far
+            .migrate(&before, &after, sigma, MigrationMode::Proximity, None, None)
+            .unwrap();
+        assert!(s.iter().all(|v| v.abs() < 1e-12));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-"""The learner: one class with switches for every method of the paper's table (DESIGN §4).
+"""The learner: one class with switches for every row of the paper's tables (DESIGN §4).
 
-before_task builds the teacher, anchors (DPGD) and the TSGR subgraph; training_loss is
-CE + lambda_A ACGD + lambda_T TSGR; after_task migrates old prototypes by the anchor drift and adds
-new-class prototypes; predict is the dual-path (or CLIP-only) prediction over the seen classes.
+before_task builds the teacher, the distillation source (DPGD anchors, seeds, or reference images) and the TSGR
+regulariser; training_loss is CE + lambda_A ACGD + lambda_T TSGR; after_task transfers the old prototypes by the
+anchor drift and adds the new classes' prototypes; predict is the dual-path (or CLIP-only, or prototype-only)
+prediction over the seen classes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ..models.clip import ClipModel
 from ..models.lora import frozen_teacher
 from ..models.text import class_prompts, class_text_embeddings
 from .acgd import acgd_loss
-from .anchors import AnchorSet, batched_features, build_anchors
-from .prototypes import PrototypeMemory, dual_path_probs
-from .tsgr import TextGeometryRegularizer
+from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors
+from .prototypes import PrototypeMemory, dual_path_probs, prototype_probs
+from .tsgr import RootedGeometryRegularizer, TextGeometryRegularizer
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,35 @@ class Switches:
 
     train: bool = True
     acgd: bool = False
+    """KL over the old classes on the distillation source."""
+    source: str = "anchors"
+    """Distillation source: anchors (DPGD, or the seeds with method.anchors=seeds), seeds (no PGD), new (the
+    new-task batch itself), ref (a reference image set, ZSCL-style)."""
     tsgr: bool = False
-    prototypes: bool = False
-    """Prototype migration and dual-path inference."""
+    transfer: bool = False
+    """Anchor-induced prototype transfer after each task."""
+    visual_branch: bool = False
+    """Dual-path inference (the prototype branch fused with CLIP)."""
+    ncm: bool = False
+    """Prototype branch alone (nearest class mean by cosine)."""
     text_only_pgd: bool = False
-    distill_new: bool = False
-    """KL over old classes on the new-task images instead of anchors (the paper's Fig. 2b comparison)."""
 
 
 METHODS: dict[str, Switches] = {
     "zeroshot": Switches(train=False),
+    "ncm": Switches(train=False, ncm=True),
     "lora": Switches(),
     "lora+acgd": Switches(acgd=True),
     "lora+acgd+tsgr": Switches(acgd=True, tsgr=True),
-    "segpcl": Switches(acgd=True, tsgr=True, prototypes=True),
-    "segpcl-textpgd": Switches(acgd=True, tsgr=True, prototypes=True, text_only_pgd=True),
-    "lora+distill-new": Switches(distill_new=True),
+    "lora+acgd+tsgr+pt": Switches(acgd=True, tsgr=True, transfer=True),
+    "segpcl": Switches(acgd=True, tsgr=True, transfer=True, visual_branch=True),
+    # the paper's "CLIP branch only" report of the full method: trained as segpcl, predicted by CLIP alone,
+    # which is the same configuration as the +PT ablation row
+    "segpcl-cliponly": Switches(acgd=True, tsgr=True, transfer=True),
+    "segpcl-textpgd": Switches(acgd=True, tsgr=True, transfer=True, visual_branch=True, text_only_pgd=True),
+    "lora+distill-new": Switches(acgd=True, source="new"),
+    "lora+distill-seeds": Switches(acgd=True, source="seeds"),
+    "lora+distill-ref": Switches(acgd=True, source="ref"),
 }
 
 
@@ -72,6 +86,7 @@ class Learner:
         text_has_lora: bool,
         device: torch.device | str = "cpu",
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        reference_images: torch.Tensor | None = None,
     ):
         self.model = model
         self.cfg = cfg
@@ -82,13 +97,23 @@ class Learner:
         self.text_has_lora = text_has_lora
         self.n_templates = len(templates)
         self.tokens = model.tokenize(class_prompts(class_names, templates)).to(self.device)
+        if self.switches.source == "ref" and reference_images is None:
+            raise ConfigError(f"method {cfg.name} needs reference images: --set method.reference=DIR")
+        self.reference_images = reference_images
+        self.raw_space = cfg.prototype_space == "raw"
+        if self.raw_space and self.uses_prototypes and model.raw_dim is None:
+            raise ConfigError(
+                "method.prototype_space=raw needs a visual tower with a projection (open_clip ViT); "
+                "use --set method.prototype_space=embed"
+            )
         self.teacher: ClipModel | None = None
         self.teacher_text: torch.Tensor | None = None
         self.anchors: AnchorSet | None = None
-        self.tsgr: TextGeometryRegularizer | None = None
-        self.prototypes = PrototypeMemory(model.embed_dim)
+        self.tsgr: RootedGeometryRegularizer | TextGeometryRegularizer | None = None
+        self.prototypes = PrototypeMemory(model.raw_dim if self.raw_space and model.raw_dim else model.embed_dim)
         self.task = -1
         self._frozen_text: torch.Tensor | None = None
+        self._reference_text: torch.Tensor | None = None
         self._eval_text: torch.Tensor | None = None
         self._eval_protos: torch.Tensor | None = None
         self._anchor_gen = torch.Generator()
@@ -103,8 +128,21 @@ class Learner:
 
     @property
     def uses_prototypes(self) -> bool:
-        """Prototypes are kept for dual-path inference and as DPGD's visual targets."""
-        return self.switches.prototypes or (self.switches.acgd and not self.switches.text_only_pgd)
+        """Prototypes are kept for inference (dual path, NCM), for transfer, and as DPGD's visual targets."""
+        s = self.switches
+        pgd_targets = s.acgd and s.source == "anchors" and self.cfg.anchors == "pgd" and not s.text_only_pgd
+        return s.transfer or s.visual_branch or s.ncm or (pgd_targets and self.cfg.lambda_p != 0)
+
+    def encoder(self, model: ClipModel) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """images -> (f, p): the joint embedding and the prototype-space feature, from one forward."""
+        if self.raw_space and model.raw_dim is not None:
+            return model.image_features_and_raw
+
+        def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = model.image_features(x)
+            return f, f
+
+        return encode
 
     def _text(self, model: ClipModel, n_classes: int) -> torch.Tensor:
         return class_text_embeddings(model, self.tokens[: n_classes * self.n_templates], self.n_templates)
@@ -118,6 +156,16 @@ class Learner:
                 self._frozen_text = self._text(self.model, len(self.tokens) // self.n_templates)
         return self._frozen_text[:n_classes]
 
+    @torch.no_grad()
+    def reference_text(self) -> torch.Tensor:
+        """Zero-shot class embeddings of all classes (LoRA switched off), computed once."""
+        if self._reference_text is None:
+            clip = self.model.clip
+            off = clip.disable_adapter() if hasattr(clip, "disable_adapter") else contextlib.nullcontext()
+            with off, self.autocast():
+                self._reference_text = self._text(self.model, len(self.tokens) // self.n_templates).float()
+        return self._reference_text
+
     # -- task hooks ----------------------------------------------------------------------------------
     def before_task(self, t: int, train_batches: Callable[[], Batches]) -> dict:
         """Prepare task t. train_batches() iterates the task's training set unshuffled, (images, labels) on
@@ -126,84 +174,116 @@ class Learner:
         self.anchors, self.tsgr, self.teacher = None, None, None
         self._anchor_gen.manual_seed(torch.initial_seed() + 1000)  # the engine seeded (seed, task) just before
         info: dict = {}
-        if t == 0 or not self.switches.train:
+        s, cfg = self.switches, self.cfg
+        if not s.train:
             return info
-        needs_teacher = self.switches.acgd or self.switches.tsgr or self.switches.distill_new
-        if not needs_teacher:
+        n_old, n_seen = self.n_old(), self.n_seen()
+        use_tsgr = s.tsgr and self.text_has_lora and cfg.lambda_tsgr > 0
+        if use_tsgr and cfg.tsgr_mode == "rooted":
+            self.tsgr = RootedGeometryRegularizer(
+                self.reference_text()[:n_seen], list(range(n_old, n_seen)), cfg.tsgr_k or 10, cfg.tsgr_tau
+            )
+            info["tsgr_edges"] = self.tsgr.n_edges
+        if t == 0 or not (s.acgd or use_tsgr):
             return info
         self.teacher = frozen_teacher(self.model)
         with torch.no_grad():
-            self.teacher_text = self._text(self.teacher, self.n_seen(t))
-        n_old = self.n_old()
-        if self.switches.acgd:
-            use_protos = not self.switches.text_only_pgd and len(self.prototypes) > 0
-            protos = self.prototypes.matrix(n_old, self.teacher_text) if use_protos else None
-            self.anchors = build_anchors(
-                self.teacher.image_features,
-                (images for images, _ in train_batches()),
-                self.teacher_text[:n_old],
-                protos,
-                float(self.teacher.logit_scale()),
-                k_seed=self.cfg.k_seed,
-                steps=self.cfg.pgd_steps,
-                eps=self.cfg.pgd_eps,
-                gamma=self.cfg.pgd_gamma,
-                lambda_p=0.0 if self.switches.text_only_pgd else self.cfg.lambda_p,
-                early_stop_margin=self.cfg.early_stop_margin,
-                autocast=self.autocast,
-            )
-            info["anchors"] = len(self.anchors)
-        if self.switches.tsgr and self.text_has_lora:
-            self.tsgr = TextGeometryRegularizer(self.teacher_text, self.cfg.tsgr_k, self.cfg.tsgr_threshold)
+            self.teacher_text = self._text(self.teacher, n_seen)
+        if use_tsgr and cfg.tsgr_mode == "edges":
+            self.tsgr = TextGeometryRegularizer(self.teacher_text, cfg.tsgr_k, cfg.tsgr_threshold)
             info["tsgr_edges"] = self.tsgr.n_edges
+        if s.acgd and s.source != "new":
+            self.anchors = self._build_source(train_batches, n_old)
+            info["anchors"] = len(self.anchors)
+            if self.anchors.stats:
+                info["anchor_stats"] = self.anchors.stats
         return info
 
+    def _build_source(self, train_batches: Callable[[], Batches], n_old: int) -> AnchorSet:
+        s, cfg = self.switches, self.cfg
+        encode = self.encoder(self.teacher)
+        scale = float(self.teacher.logit_scale())
+        if s.source == "ref":
+            images = self.reference_images.to(self.device)
+            with torch.no_grad(), self.autocast():
+                f, _ = batched_encode(encode, images, autocast=self.autocast)
+            targets = (f @ self.teacher_text[:n_old].float().T).argmax(dim=1)
+            seeds = torch.arange(len(images), device=self.device)
+            return anchor_set(encode, images, targets, seeds, self.teacher_text, n_old, scale, autocast=self.autocast)[
+                0
+            ]
+        lambda_p = 0.0 if s.text_only_pgd else cfg.lambda_p
+        protos = self.prototypes.matrix(n_old, device=self.device) if lambda_p != 0 and len(self.prototypes) else None
+        return build_anchors(
+            encode,
+            (images for images, _ in train_batches()),
+            self.teacher_text,
+            n_old,
+            protos,
+            scale,
+            k_seed=cfg.k_seed,
+            steps=cfg.pgd_steps,
+            eps=cfg.pgd_eps,
+            gamma=cfg.pgd_gamma,
+            lambda_p=lambda_p,
+            per_class=cfg.seed_mode == "per_class",
+            pgd_classes=cfg.pgd_classes,
+            pgd=s.source == "anchors" and cfg.anchors == "pgd",
+            balance=cfg.pgd_balance,
+            early_stop_margin=cfg.early_stop_margin,
+            autocast=self.autocast,
+        )
+
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """CE over all seen classes + lambda_A * ACGD + lambda_T * TSGR for one batch of new-task images."""
+        """CE + lambda_A * ACGD + lambda_T * TSGR for one batch of new-task images."""
+        cfg = self.cfg
         n_seen, n_old = self.n_seen(), self.n_old()
         with self.autocast():  # the text tower runs every step when it has LoRA: bf16 on CUDA like the images
             text = self.student_text(n_seen)
         anchor_idx = None
         x = images
-        if self.anchors is not None and self.cfg.lambda_acgd > 0 and len(self.anchors):
-            k = min(self.cfg.anchors_per_step, len(self.anchors))
+        if self.anchors is not None and cfg.lambda_acgd > 0 and len(self.anchors):
+            k = min(cfg.anchors_per_step, len(self.anchors))
             anchor_idx = torch.randperm(len(self.anchors), generator=self._anchor_gen)[:k].to(self.device)
             x = torch.cat([images, self.anchors.images[anchor_idx]])
         with self.autocast():
             feats = self.model.image_features(x)
         scale = self.model.logit_scale()
         batch_feats = feats[: len(images)]
-        ce = F.cross_entropy(scale * batch_feats @ text.T, labels)
+        if cfg.ce_classes == "task":
+            ce = F.cross_entropy(scale * batch_feats @ text[n_old:].T, labels - n_old)
+        else:
+            ce = F.cross_entropy(scale * batch_feats @ text.T, labels)
         parts = {"ce": ce.detach()}
         loss = ce
         if anchor_idx is not None:
             student_logits = scale * feats[len(images) :] @ text[:n_old].T
-            kl = acgd_loss(student_logits, self.anchors.teacher_logits[anchor_idx], self.cfg.tau)
-            loss = loss + self.cfg.lambda_acgd * kl
+            kl = acgd_loss(student_logits, self.anchors.teacher_logits[anchor_idx], cfg.tau)
+            loss = loss + cfg.lambda_acgd * kl
             parts["acgd"] = kl.detach()
-        if self.switches.distill_new and self.teacher is not None and n_old > 0:
+        if self.switches.source == "new" and self.teacher is not None and n_old > 0 and cfg.lambda_acgd > 0:
             with torch.no_grad(), self.autocast():
                 t_feats = self.teacher.image_features(images)
             teacher_logits = self.teacher.logit_scale() * t_feats @ self.teacher_text[:n_old].T
-            kl = acgd_loss(scale * batch_feats @ text[:n_old].T, teacher_logits, self.cfg.tau)
-            loss = loss + self.cfg.lambda_acgd * kl
+            kl = acgd_loss(scale * batch_feats @ text[:n_old].T, teacher_logits, cfg.tau)
+            loss = loss + cfg.lambda_acgd * kl
             parts["distill_new"] = kl.detach()
-        if self.tsgr is not None and self.cfg.lambda_tsgr > 0:
+        if self.tsgr is not None:
             reg = self.tsgr.loss(text)
-            loss = loss + self.cfg.lambda_tsgr * reg
+            loss = loss + cfg.lambda_tsgr * reg
             parts["tsgr"] = reg.detach()
         return loss, parts
 
     @torch.no_grad()
     def after_task(self, t: int, train_batches: Callable[[], Batches]) -> dict:
-        """Migrate old prototypes by the anchor drift, then add the new classes' prototypes."""
+        """Transfer the old prototypes by the anchor drift, then add the new classes' prototypes."""
         self.teacher = None
         info: dict = {}
         if not self.uses_prototypes:
             return info
         n_old = self.n_old()
-        if self.switches.prototypes and self.cfg.migrate != "none" and self.anchors is not None and n_old:
-            after = self._features(self.anchors.images)
+        if self.switches.transfer and self.cfg.migrate != "none" and self.anchors is not None and n_old:
+            _, after = self._encode_batched(self.anchors.images)
             shifts = self.prototypes.migrate(
                 self.anchors.teacher_features,
                 after,
@@ -214,29 +294,46 @@ class Learner:
             )
             info["mean_prototype_shift"] = float(shifts.norm(dim=1).mean())
         for images, labels in train_batches():
-            self.prototypes.add(self._features(images), labels)
+            self.prototypes.add(self._encode_batched(images)[1], labels)
         return info
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return batched_features(self.model.image_features, images, autocast=self.autocast)
+    def _encode_batched(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return batched_encode(self.encoder(self.model), images, autocast=self.autocast)
 
     # -- inference -----------------------------------------------------------------------------------
+    @property
+    def prototype_inference(self) -> bool:
+        s = self.switches
+        return s.ncm or (s.visual_branch and self.cfg.beta > 0)
+
     @torch.no_grad()
     def begin_eval(self, t: int) -> None:
         """Cache what prediction needs after task t: text embeddings and normalised prototypes."""
         n = self.n_seen(t)
         self._eval_text = self.student_text(n)  # cached across tasks while the text tower is frozen
-        use_protos = self.switches.prototypes and self.cfg.beta > 0 and len(self.prototypes) > 0
-        self._eval_protos = self.prototypes.matrix(n, self._eval_text) if use_protos else None
+        use_protos = self.prototype_inference and len(self.prototypes) > 0
+        fallback = None if self.raw_space else self._eval_text
+        self._eval_protos = self.prototypes.matrix(n, fallback, device=self.device) if use_protos else None
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [B, n_seen] (call begin_eval first)."""
-        with self.autocast():
-            feats = self.model.image_features(images).float()
         scale = float(self.model.logit_scale())
+        with self.autocast():
+            if self._eval_protos is None:
+                feats, proto_feats = self.model.image_features(images), None
+            else:
+                feats, proto_feats = self.encoder(self.model)(images)
+        feats = feats.float()
+        if proto_feats is None:
+            return dual_path_probs(feats, self._eval_text, None, None, scale, scale, 0.0)
+        proto_feats = proto_feats.float()
         proto_scale = self.cfg.proto_scale if self.cfg.proto_scale is not None else scale
-        return dual_path_probs(feats, self._eval_text, self._eval_protos, scale, proto_scale, self.cfg.beta)
+        if self.switches.ncm:
+            return prototype_probs(proto_feats, self._eval_protos, proto_scale)
+        return dual_path_probs(
+            feats, self._eval_text, proto_feats, self._eval_protos, scale, proto_scale, self.cfg.beta, self.cfg.fusion
+        )
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,8 +1,12 @@
-"""Visual prototypes (a thin wrapper on the Rust `PrototypeBank`), anchor-induced migration, and the
-dual-path prediction p = (1 - beta) softmax(s cos(f, T)) + beta softmax(s_p cos(g, P)).
+"""Visual prototypes (a thin wrapper on the Rust `PrototypeBank`), anchor-induced transfer, and dual-path
+inference.
 
-The visual space of the prototypes is the model's L2-normalised image embedding, the same space as the
-text embeddings, so g = f and the prototype branch costs one C x d matrix product per image.
+Prototypes live in the raw visual space v (the visual tower's pooled output before the projection; the paper's)
+or in the joint embedding f (`prototype_space=embed`). Dual path (DESIGN §4), with p(x) the image's feature in
+the prototype space and P the prototypes, both L2-normalised:
+- fusion=logits (paper): l(x, c) = s cos(f, T_c) + beta s_v cos(p, P_c), probabilities softmax(l);
+- fusion=probs: (1 - beta) softmax(s cos(f, T)) + beta softmax(s_v cos(p, P)).
+Either costs one C x d_p matrix product per image on top of CLIP.
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ class PrototypeMemory:
             np.ascontiguousarray(labels.detach().long().cpu().numpy()),
         )
 
-    def matrix(self, n_classes: int, fallback: torch.Tensor) -> torch.Tensor:
+    def matrix(self, n_classes: int, fallback: torch.Tensor | None = None, device=None) -> torch.Tensor:
         """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1. A class without one (all its
-        training images unreadable) takes its row of `fallback` (e.g. its text embedding)."""
-        out = F.normalize(fallback[:n_classes].detach().float().clone(), dim=-1)
+        training images unreadable) takes its row of `fallback` (e.g. its text embedding, in the embed space),
+        or zeros (no say in the prototype branch) without one."""
+        if fallback is not None:
+            out = F.normalize(fallback[:n_classes].detach().float().clone(), dim=-1)
+        else:
+            out = torch.zeros(n_classes, self.bank.dim, device=device)
         ids, means = self.bank.means()
         keep = ids < n_classes
         if keep.any():
@@ -44,7 +52,7 @@ class PrototypeMemory:
         before: torch.Tensor,
         after: torch.Tensor,
         classes: list[int],
-        mode: str = "gaussian",
+        mode: str = "proximity",
         sigma: float | None = None,
         anchor_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -90,14 +98,26 @@ class PrototypeMemory:
 def dual_path_probs(
     features: torch.Tensor,
     text: torch.Tensor,
+    proto_features: torch.Tensor | None,
     prototypes: torch.Tensor | None,
     logit_scale: float,
     proto_scale: float,
     beta: float,
+    fusion: str = "logits",
 ) -> torch.Tensor:
-    """Fused class probabilities [B, C]; beta = 0 (or no prototypes) is the CLIP path alone."""
-    clip_p = F.softmax(logit_scale * features @ text.T, dim=-1)
+    """Class probabilities [B, C] (see the module docs); beta = 0 or no prototypes is the CLIP path alone.
+
+    features: [B, d] normalised f; proto_features: [B, d_p] image features in the prototype space (normalised
+    here); prototypes: [C, d_p] normalised."""
+    clip_logits = logit_scale * features @ text.T
     if prototypes is None or beta == 0:
-        return clip_p
-    proto_p = F.softmax(proto_scale * features @ prototypes.T, dim=-1)
-    return (1 - beta) * clip_p + beta * proto_p
+        return F.softmax(clip_logits, dim=-1)
+    proto_logits = proto_scale * F.normalize(proto_features, dim=-1) @ prototypes.T
+    if fusion == "logits":
+        return F.softmax(clip_logits + beta * proto_logits, dim=-1)
+    return (1 - beta) * F.softmax(clip_logits, dim=-1) + beta * F.softmax(proto_logits, dim=-1)
+
+
+def prototype_probs(proto_features: torch.Tensor, prototypes: torch.Tensor, proto_scale: float) -> torch.Tensor:
+    """The prototype branch alone (nearest class mean by cosine; the `ncm` method)."""
+    return F.softmax(proto_scale * F.normalize(proto_features, dim=-1) @ prototypes.T, dim=-1)

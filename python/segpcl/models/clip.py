@@ -1,14 +1,20 @@
 """`ClipModel`: an open_clip CLIP with its pixel normalisation and tokenizer, taking images in [0, 1].
 
 Keeping normalisation inside the model lets PGD work (and clamp) in pixel space. Embeddings returned by
-`image_features`/`text_features` are L2-normalised.
+`image_features`/`text_features` are L2-normalised; `image_features_and_raw` also returns the visual tower's
+pooled output before the projection (the "raw" visual space of the paper's prototypes) from the same forward.
+open_clip's nn.MultiheadAttention layers are replaced by `LinearSelfAttention` (same outputs; see attention.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .attention import linearize_attention, open_clip_keys
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -17,6 +23,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 class ClipModel(nn.Module):
     def __init__(self, clip: nn.Module, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
         super().__init__()
+        linearize_attention(clip)
         self.clip = clip
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
@@ -36,12 +43,46 @@ class ClipModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.base.logit_scale.exp().clamp(max=100.0)
 
+    @property
+    def raw_dim(self) -> int | None:
+        """Width of the raw visual features (None: this visual tower has no separate projection)."""
+        proj = getattr(self.base.visual, "proj", None)
+        return int(proj.shape[0]) if isinstance(proj, torch.Tensor) else None
+
+    def _normalise(self, images01: torch.Tensor) -> torch.Tensor:
+        return (images01 - self.pixel_mean.to(images01.dtype)) / self.pixel_std.to(images01.dtype)
+
     def image_features(self, images01: torch.Tensor) -> torch.Tensor:
-        x = (images01 - self.pixel_mean.to(images01.dtype)) / self.pixel_std.to(images01.dtype)
-        return F.normalize(self.base.encode_image(x).float(), dim=-1)
+        return F.normalize(self.base.encode_image(self._normalise(images01)).float(), dim=-1)
+
+    def image_features_and_raw(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f, v) from one forward: f = normalize(v @ proj) as open_clip computes it, v the pooled output
+        before the projection (fp32 both)."""
+        visual = self.base.visual
+        proj = getattr(visual, "proj", None)
+        if not isinstance(proj, torch.Tensor):
+            raise ValueError("this visual tower has no `proj` matrix; use method.prototype_space=embed")
+        with _without_projection(visual):
+            raw = visual(self._normalise(images01))
+        return F.normalize((raw @ proj.to(raw.dtype)).float(), dim=-1), raw.float()
+
+    def open_clip_state_dict(self) -> dict[str, torch.Tensor]:
+        """The wrapped model's weights in plain open_clip's key layout (LoRA must be merged or absent)."""
+        return open_clip_keys(self.base.state_dict())
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.pixel_mean.device)
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.base.encode_text(tokens).float(), dim=-1)
+
+
+@contextlib.contextmanager
+def _without_projection(visual: nn.Module):
+    """open_clip's ViT skips `pooled @ proj` while `proj` is None: its forward then returns the raw features."""
+    proj = visual.proj
+    visual.proj = None
+    try:
+        yield
+    finally:
+        visual.proj = proj

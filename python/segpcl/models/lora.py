@@ -23,11 +23,11 @@ def lora_target_regex(towers: list[str], targets: list[str]) -> str:
     if unknown or not towers:
         raise ConfigError(f"lora.towers must be a non-empty subset of [visual, text], got {towers}")
     if not targets:
-        raise ConfigError("lora.targets is empty; e.g. [attn, mlp.c_fc, mlp.c_proj]")
-    if targets == ["attn.out_proj"] or targets == ["out_proj"]:
+        raise ConfigError("lora.targets is empty; e.g. [attn.in_proj, mlp.c_fc]")
+    if "attn" in targets:
         raise ConfigError(
-            "LoRA on out_proj alone is a silent no-op in open_clip 3.x (attention reads the weight directly); "
-            "target `attn` instead"
+            "lora.targets `attn` names the whole attention module, which segpcl splits into two Linear layers: "
+            "target attn.in_proj (q, k, v) and/or attn.out_proj"
         )
     prefixes = "|".join(_TOWER_PREFIX[t] for t in towers)
     names = "|".join(re.escape(t) for t in targets)
@@ -35,7 +35,7 @@ def lora_target_regex(towers: list[str], targets: list[str]) -> str:
 
 
 def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
-    """Wrap the open_clip model with peft LoRA; only LoRA parameters stay trainable."""
+    """Wrap the open_clip model with peft LoRA; only LoRA parameters stay trainable (only B without train_a)."""
     peft_cfg = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
@@ -46,6 +46,10 @@ def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
         model.clip = get_peft_model(model.clip, peft_cfg)
     except ValueError as exc:
         raise ConfigError(f"LoRA targets {cfg.targets} match no module of this model: {exc}") from exc
+    if not cfg.train_a:
+        for name, param in model.clip.named_parameters():
+            if "lora_A" in name:
+                param.requires_grad_(False)
     return model
 
 

@@ -124,6 +124,6 @@ def pretrained_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progres
     model = pretrain_toy_clip(recipe, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in model.clip.state_dict().items()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in model.open_clip_state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return model
