@@ -92,6 +92,7 @@ def test_build_anchors_streams_batches_like_select_seeds(setup):
         model.image_features,
         [x[:2], x[2:4], x[4:]],
         text,
+        len(text),
         None,
         30.0,
         k_seed=3,
@@ -99,6 +100,7 @@ def test_build_anchors_streams_batches_like_select_seeds(setup):
         eps=0.03,
         gamma=0.01,
         lambda_p=0.0,
+        per_class=False,
     )
     assert anchors.seed_indices.tolist() == idx.tolist()
     assert anchors.targets.tolist() == tgt.tolist()

@@ -65,7 +65,7 @@ def _stub_params(fn: ast.FunctionDef) -> list[str]:
     return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg != "self"]
 
 
-@pytest.mark.parametrize("name", ["select_key_edges", "build_info"])
+@pytest.mark.parametrize("name", ["select_key_edges", "select_neighbors", "build_info"])
 def test_function_signatures_match(name):
     fn = next(n for n in _stub_tree().body if isinstance(n, ast.FunctionDef) and n.name == name)
     assert _stub_params(fn) == list(inspect.signature(getattr(_core, name)).parameters)

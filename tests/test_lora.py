@@ -43,9 +43,23 @@ def test_visual_only_leaves_text_unchanged(tiny_model):
         assert torch.allclose(tiny_model.text_features(tokens), txt0)
 
 
-def test_out_proj_alone_is_refused(tiny_model):
-    with pytest.raises(ConfigError, match="no-op"):
-        apply_lora(tiny_model, LoraSection(targets=["out_proj"]))
+def test_whole_attention_target_is_refused(tiny_model):
+    # `attn` named peft's MultiheadAttention layer; segpcl's attention is two Linear layers
+    with pytest.raises(ConfigError, match="attn.in_proj"):
+        apply_lora(tiny_model, LoraSection(targets=["attn"]))
+    with pytest.raises(ConfigError, match="attn.in_proj"):
+        apply_lora(tiny_model, LoraSection(targets=["attn", "mlp.c_fc"]))
+
+
+def test_out_proj_alone_is_no_longer_a_no_op(tiny_model):
+    # with nn.MultiheadAttention, LoRA on out_proj alone was silently ignored; on the Linear attention it acts
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        img0 = tiny_model.image_features(x)
+    apply_lora(tiny_model, LoraSection(rank=4, targets=["attn.out_proj"]))
+    _perturb_lora(tiny_model)
+    with torch.no_grad():
+        assert (tiny_model.image_features(x) - img0).abs().max() > 1e-3
 
 
 def test_adapter_round_trip_and_merged_teacher(tiny_model, tmp_path):

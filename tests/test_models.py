@@ -20,19 +20,19 @@ def source():
 
 
 def test_state_dict_file(tmp_path, source):
-    torch.save(source.clip.state_dict(), tmp_path / "w.bin")
+    torch.save(source.open_clip_state_dict(), tmp_path / "w.bin")
     assert _same_weights(load_clip("tiny", tmp_path / "w.bin"), source)
 
 
 def test_safetensors_file(tmp_path, source):
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in source.clip.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    save_file({k: v.contiguous() for k, v in source.open_clip_state_dict().items()}, str(tmp_path / "w.safetensors"))
     assert _same_weights(load_clip("tiny", tmp_path / "w.safetensors"), source)
 
 
 def test_open_clip_training_checkpoint(tmp_path, source):
-    sd = {f"module.{k}": v for k, v in source.clip.state_dict().items()}
+    sd = {f"module.{k}": v for k, v in source.open_clip_state_dict().items()}
     torch.save({"epoch": 3, "state_dict": sd}, tmp_path / "epoch_3.pt")
     assert _same_weights(load_clip("tiny", tmp_path / "epoch_3.pt"), source)
 
@@ -47,13 +47,13 @@ def test_torchscript_archive_needs_quickgelu(tmp_path, source):
         def forward(self, x):
             return x
 
-    torch.jit.save(torch.jit.script(Holder(source.clip.state_dict())), str(tmp_path / "openai.pt"))
+    torch.jit.save(torch.jit.script(Holder(source.open_clip_state_dict())), str(tmp_path / "openai.pt"))
     with pytest.raises(WeightsError, match="quickgelu"):
         load_clip("tiny", tmp_path / "openai.pt")
 
 
 def test_openai_style_keys_ask_for_quickgelu(tmp_path, source):
-    sd = dict(source.clip.state_dict(), input_resolution=torch.tensor(32))
+    sd = dict(source.open_clip_state_dict(), input_resolution=torch.tensor(32))
     torch.save(sd, tmp_path / "ViT-B-16.pt")
     with pytest.raises(WeightsError, match="QuickGELU"):
         load_clip("tiny", tmp_path / "ViT-B-16.pt")
