@@ -184,12 +184,12 @@ def _train_options(fn=None, *, seed: bool = True):
             show_default="the benchmark's",
             help="File of prompt templates, one per line with {}.",
         ),
-        click.option("--strict", is_flag=True, default=False, show_default=True, help="Fail on unreadable images."),
+        click.option("--strict", is_flag=True, default=False, show_default="off", help="Fail on unreadable images."),
         click.option(
             "--download",
             is_flag=True,
             default=False,
-            show_default=True,
+            show_default="off",
             help="Allow torchvision to download (CIFAR100).",
         ),
         click.option(
@@ -305,7 +305,7 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
     show_default="the last verified checkpoint",
     help="With --resume: continue after this task's checkpoint (1-based; 0 retrains all); later ones are discarded.",
 )
-@click.option("--quiet", is_flag=True, default=False, show_default=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
 @click.pass_context
 def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
     """Train a method on a class-incremental benchmark (default: SeGP-CL on the toy benchmark)."""
@@ -345,10 +345,10 @@ def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
     "--fresh",
     is_flag=True,
     default=False,
-    show_default=True,
+    show_default="off",
     help="Runs found with other settings are kept; train new ones into new folders (<method>-seed<N>-<settings hash>).",
 )
-@click.option("--quiet", is_flag=True, default=False, show_default=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
 def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from .ablation import run_ablation
@@ -372,6 +372,32 @@ def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
     )
     click.echo(result["markdown"])
     click.echo(f"results: {result['out']}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for accuracy_curves.svg and summary.csv.",
+)
+def report(runs, out):
+    """Several runs side by side: a table (Last, Avg, forgetting, BWT, FWT), summary.csv, and one SVG figure of
+    the accuracy on all seen classes against the number of tasks learned (RUN: a run directory or metrics.json)."""
+    from .report import curves_svg, load_run_metrics, run_summary, summary_csv, summary_table
+
+    loaded = [load_run_metrics(r) for r in runs]
+    labels = [label for label, _ in loaded]
+    if len(set(labels)) < len(labels):  # two runs with the same folder name: use the paths given
+        loaded = [(str(r), m) for r, (_, m) in zip(runs, loaded, strict=True)]
+    rows = [run_summary(label, m) for label, m in loaded]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy_curves.svg").write_text(curves_svg(loaded))
+    (out / "summary.csv").write_text(summary_csv(rows))
+    click.echo(summary_table(rows))
+    click.echo(f"figure: {out / 'accuracy_curves.svg'}  table: {out / 'summary.csv'}")
 
 
 @main.group()
@@ -415,7 +441,7 @@ def bench():
 @click.option("--pretrained", default=None, help="Local weights (random weights otherwise; costs only).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="New-task images per step (B).")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="New-task images per step (B).")
 @click.option("--anchors-per-step", type=int, default=None, help="A; default: the method config's anchors_per_step.")
 @click.option("--classes", type=int, default=100, show_default=True, help="Seen classes C at the measured task.")
 @click.option("--increment", type=int, default=10, show_default=True, help="New classes of the measured task.")
@@ -423,7 +449,7 @@ def bench():
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed interleaved repeats (medians).")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed rounds first.")
 @click.option("--images-per-task", type=int, default=5000, show_default=True, help="Training images of the task.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs per task (for the task's steps).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs per task (for the task's steps).")
 @click.option("--task-steps", type=int, default=None, help="Steps per task; default epochs x ceil(images / B).")
 @click.option("--k-seed", type=int, default=None, help="Anchors per task; default: the method config's.")
 @click.option("--pgd-steps", type=int, default=None, help="PGD iterations; default: the method config's.")

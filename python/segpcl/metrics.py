@@ -4,6 +4,11 @@ acc[t][j] = top-1 accuracy (percent) on the test images of task j's classes afte
 predicting among all classes seen so far; seen_accuracy[t] = top-1 accuracy (percent) over all test images of
 the classes seen after training task t (called `task_accuracy` in metrics.json files of segpcl <= 0.1, which
 load_state and seen_accuracy_of still read). Every accuracy here is in percent (0-100).
+
+Forward transfer: pre_task[t] = accuracy on task t's classes just before learning t (the model after t - 1),
+zero_shot[t] = the untrained model's on them, both among the classes seen up to and including t;
+fwt = mean over t >= 2 of pre_task[t] - zero_shot[t] (see forward_transfer); pre_task_accuracy_mean is the same
+mean without the zero-shot reference.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ class AccuracyMatrix:
     def reset(self) -> None:
         self.acc: list[list[float]] = []
         self.seen_accuracy: list[float] = []
+        self.zero_shot: list[float] | None = None
+        """Zero-shot accuracy on each task's classes (before any training; among the classes seen up to it)."""
+        self.pre_task: list[float | None] = [None] * self.n_tasks
+        """Accuracy on task t's classes just before learning task t (the model after t - 1); None for t = 0."""
+
+    def set_zero_shot(self, per_task_correct: list[int], per_task_total: list[int]) -> None:
+        """Record the untrained model's counts on each task's classes, predicted among the classes seen up to it."""
+        self.zero_shot = [100.0 * c / max(n, 1) for c, n in zip(per_task_correct, per_task_total, strict=True)]
+
+    def record_pre_task(self, task: int, correct: int, total: int) -> None:
+        """Record the counts on task `task`'s classes just before training it (among the classes seen up to it)."""
+        self.pre_task[task] = 100.0 * correct / max(total, 1)
 
     def update(self, task: int, per_task_correct: list[int], per_task_total: list[int]) -> None:
         """Record the evaluation after training `task`: correct/total counts for tasks 0..task."""
@@ -30,14 +47,22 @@ class AccuracyMatrix:
         self.seen_accuracy.append(100.0 * sum(per_task_correct) / max(sum(per_task_total), 1))
 
     def result(self) -> dict:
-        return summarize(self.acc, self.seen_accuracy)
+        return summarize(self.acc, self.seen_accuracy, self.pre_task, self.zero_shot)
 
     def state(self) -> dict:
-        return {"acc": self.acc, "seen_accuracy": self.seen_accuracy}
+        return {
+            "acc": self.acc,
+            "seen_accuracy": self.seen_accuracy,
+            "pre_task": self.pre_task,
+            "zero_shot": self.zero_shot,
+        }
 
     def load_state(self, state: dict) -> None:
         self.acc = [list(map(float, row)) for row in state["acc"]]
         self.seen_accuracy = list(map(float, seen_accuracy_of(state)))
+        self.zero_shot = state.get("zero_shot")  # absent in checkpoints of segpcl <= 0.1: no FWT then
+        pre = list(state.get("pre_task") or [])
+        self.pre_task = (pre + [None] * self.n_tasks)[: self.n_tasks]
 
 
 def seen_accuracy_of(metrics: dict) -> list[float]:
@@ -61,7 +86,33 @@ def backward_transfer(acc: list[list[float]]) -> float:
     return float(np.mean([acc[T][j] - acc[j][j] for j in range(T)]))
 
 
-def summarize(acc: list[list[float]], seen_accuracy: list[float]) -> dict:
+def forward_transfer(pre_task: list[float | None], zero_shot: list[float] | None) -> float | None:
+    """FWT (GEM's definition, Lopez-Paz & Ranzato 2017, with the zero-shot model as the reference): the mean over
+    tasks t >= 2 (indices 1..T-1) of pre_task[t] - zero_shot[t], where pre_task[t] is the accuracy on task t's
+    classes just before learning t (the model after t - 1) and zero_shot[t] the untrained model's, both predicting
+    among the classes seen up to and including t. Tasks not measured are left out; None if none was, or without
+    zero-shot accuracies; 0 with one task."""
+    if zero_shot is None:
+        return None
+    pairs = [(p, zero_shot[t]) for t, p in enumerate(pre_task) if t >= 1 and p is not None and t < len(zero_shot)]
+    if not pairs:
+        return 0.0 if len(zero_shot) == 1 else None
+    return float(np.mean([p - z for p, z in pairs]))
+
+
+def summarize(
+    acc: list[list[float]],
+    seen_accuracy: list[float],
+    pre_task: list[float | None] | None = None,
+    zero_shot: list[float] | None = None,
+) -> dict:
+    measured = [p for t, p in enumerate(pre_task or []) if t >= 1 and p is not None]
+    transfer = {
+        "fwt": forward_transfer(pre_task or [], zero_shot),
+        "pre_task_accuracy_mean": float(np.mean(measured)) if measured else None,
+        "pre_task_accuracy": list(pre_task or []),
+        "zero_shot_task_accuracy": zero_shot,
+    }
     return {
         "units": "percent (top-1 accuracy, 0-100); forgetting and bwt in percentage points",
         "accuracy_matrix": acc,
@@ -70,4 +121,5 @@ def summarize(acc: list[list[float]], seen_accuracy: list[float]) -> dict:
         "avg": float(np.mean(seen_accuracy)) if seen_accuracy else None,
         "forgetting": forgetting(acc),
         "bwt": backward_transfer(acc),
+        **transfer,
     }

@@ -236,6 +236,12 @@ class TaskStream:
         idx = np.nonzero((self._train_pos >= r.start) & (self._train_pos < r.stop))[0]
         return _RemappedSubset(self.bench.train, idx, self.id_to_pos)
 
+    def task_test_set(self, t: int) -> Dataset:
+        """Test images of task t's classes only (labels are stream positions, as everywhere in the stream)."""
+        r = self.task_range(t)
+        idx = np.nonzero((self._test_pos >= r.start) & (self._test_pos < r.stop))[0]
+        return _RemappedSubset(self.bench.test, idx, self.id_to_pos)
+
     def test_set(self, t: int) -> Dataset:
         """Test images of every class seen up to and including task t."""
         idx = np.nonzero(self._test_pos < self.n_seen(t))[0]

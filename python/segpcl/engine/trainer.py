@@ -44,6 +44,7 @@ from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identi
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
 from .reference import reference_images
+from .transfer import record_transfer
 
 log = logging.getLogger("segpcl")
 
@@ -541,11 +542,11 @@ def _run(
     device = resolve_device(cfg.train.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # Triton launches on the current device
-    elif cfg.model.precision == "bf16":
-        log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
-    autocast = autocast_factory(device, cfg.model.precision)
     guess = image_size_guess(cfg.model.arch)
     stream = build_stream(cfg, guess, run.root)  # the data is checked before any weights load
+    if device.type != "cuda" and cfg.model.precision == "bf16":
+        log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
+    autocast = autocast_factory(device, cfg.model.precision)
     seed_everything(cfg.train.seed)
     model = load_clip(cfg.model.arch, cfg.model.pretrained, device=device, precision=cfg.model.precision)
     model.eval()
@@ -605,9 +606,10 @@ def _run(
     t = start
     try:
         for t in range(start, stream.n_tasks):
+            fwt_seconds = record_transfer(matrix, learner, stream, loaders, t, device, progress, switches.train)
             seed_everything(task_seed(cfg.train.seed, t))
             train_set = stream.train_set(t)
-            times: dict[str, float] = {}
+            times: dict[str, float] = {"transfer_eval": fwt_seconds}
             t0 = time.perf_counter()
             info = learner.before_task(t, loaders.ordered_batches(train_set))
             times["before_task"] = time.perf_counter() - t0

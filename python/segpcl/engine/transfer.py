@@ -1,0 +1,42 @@
+"""Forward transfer: the zero-shot accuracy on every task's classes before any training, and the accuracy on
+task t's classes just before learning it (the model after task t - 1, with the method's own inference), each
+predicted among the classes seen up to and including that task. See segpcl.metrics.forward_transfer.
+
+Cost: one pass over the whole test set for the zero-shot numbers (at the start), then one pass over task t's
+test images before each later task, i.e. under two test-set passes per run, against (T + 1) / 2 for the usual
+evaluation after every task and the epochs of training: about 1 % of a run's time, so it is always on.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..benchmarks.base import TaskStream
+from ..metrics import AccuracyMatrix
+from .evaluate import evaluate_seen
+
+
+def _task_counts(learner, stream: TaskStream, loaders, t: int, device, progress: bool) -> tuple[int, int]:
+    learner.begin_eval(t)  # text (and prototypes) of the classes seen up to and including task t
+    correct, total, _ = evaluate_seen(
+        learner.predict, loaders.test(stream.task_test_set(t)), stream.task_of_position(), t + 1, device, progress
+    )
+    return correct[t], total[t]
+
+
+def record_transfer(
+    matrix: AccuracyMatrix, learner, stream: TaskStream, loaders, t: int, device, progress: bool, trains: bool
+) -> float:
+    """Call at the top of task t's iteration, before anything of task t runs. At t = 0 (nothing trained yet):
+    the zero-shot accuracy of every task; at t >= 1: the accuracy on task t's classes before training it (a
+    method that does not train keeps its zero-shot numbers, FWT 0). Returns the seconds spent."""
+    start = time.perf_counter()
+    if t == 0:
+        counts = [_task_counts(learner, stream, loaders, j, device, progress) for j in range(stream.n_tasks)]
+        matrix.set_zero_shot([c for c, _ in counts], [n for _, n in counts])
+    elif matrix.zero_shot is not None:  # a run resumed from a checkpoint that predates FWT has no reference
+        if trains:
+            matrix.record_pre_task(t, *_task_counts(learner, stream, loaders, t, device, progress))
+        else:
+            matrix.pre_task[t] = matrix.zero_shot[t]
+    return time.perf_counter() - start
