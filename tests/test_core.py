@@ -56,6 +56,29 @@ def ref_target_shifts(classes, before, after, targets):
     return out
 
 
+def ref_proximity_shifts(protos, before, after, sigma):
+    """Gaussian weights w_ac = exp(-||b_a - P_c||^2 / (2 sigma^2)); shift = (sum_a w d_a / sum_a w) * max_a w."""
+    p = protos.astype(np.float64)
+    b = before.astype(np.float64)
+    d = after.astype(np.float64) - b
+    d2 = ((p[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    w = np.exp(-d2 / (2 * sigma**2))
+    return (w @ d) / w.sum(axis=1, keepdims=True) * w.max(axis=1, keepdims=True)
+
+
+def ref_neighbors(sim, roots, k):
+    """For each root r: the min(k, C-1) columns j != r by descending sim[r, j], ties to the lower j."""
+    sim = np.asarray(sim, dtype=np.float32)
+    c = sim.shape[0]
+    kk = min(k, c - 1)
+    out = np.zeros((len(roots), kk), dtype=np.int64)
+    for i, r in enumerate(roots):
+        others = [j for j in range(c) if j != r]
+        others.sort(key=lambda j: (-float(sim[r, j]), j))
+        out[i] = others[:kk]
+    return out
+
+
 def assert_same_edges(got, want):
     edges, weights = got
     want_edges, want_weights = want
@@ -170,6 +193,69 @@ _SIM = np.eye(3, dtype=np.float32)
 def test_key_edges_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         _core.select_key_edges(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# select_neighbors
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 7, 16, 41])
+@pytest.mark.parametrize("k", [1, 2, 5, 10, 40, 100])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_neighbors_match_numpy_with_ties(c, k, seed):
+    rng = np.random.default_rng(seed * 1000 + c * 10 + k)
+    sim = rng.choice(np.array([-0.5, 0.0, 0.25, 0.5, 1.0], np.float32), size=(c, c))  # many ties
+    roots = np.concatenate([rng.permutation(c), rng.integers(0, c, size=3)]).astype(np.int64)  # repeats
+    got = _core.select_neighbors(sim, roots, k)
+    want = ref_neighbors(sim, roots, k)
+    assert got.dtype == np.int64 and got.shape == (len(roots), min(k, c - 1))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_neighbors_small_cases_by_hand():
+    sim = np.array([[9.0, 1.0, 2.0, 1.0], [0.0, 9.0, 0.0, 0.0], [3.0, 3.0, 9.0, 3.0], [5.0, 4.0, 4.0, 9.0]], np.float32)
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [0], 2), [[2, 1]])  # tie 1 vs 3: lower index
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [1, 2], 2), [[0, 2], [0, 1]])
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [3, 3], 3), [[0, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [3], 50), [[0, 1, 2]])  # k > C - 1
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [0], 3), [[2, 1, 3]])  # k == C - 1
+    # the row is read as given: sim[1, 0] = 0 although sim[0, 1] = 1
+    np.testing.assert_array_equal(_core.select_neighbors(sim, [1], 1), [[0]])
+    one = _core.select_neighbors(np.zeros((1, 1), np.float32), [0, 0], 3)
+    assert one.shape == (2, 0) and one.dtype == np.int64
+    two = _core.select_neighbors(np.array([[0, -1], [7, 0]], np.float32), [1, 0], 4)
+    np.testing.assert_array_equal(two, [[0], [1]])
+    empty = _core.select_neighbors(sim, np.zeros(0, np.int64), 2)
+    assert empty.shape == (0, 2)
+
+
+def test_neighbors_never_pick_the_root_even_when_it_is_best():
+    sim = np.full((5, 5), -1.0, np.float32)
+    np.fill_diagonal(sim, 10.0)
+    got = _core.select_neighbors(sim, np.arange(5), 4)
+    for r, row in enumerate(got):
+        assert r not in row and sorted(row) == [j for j in range(5) if j != r]
+
+
+@pytest.mark.parametrize(
+    ("sim", "roots", "k", "match"),
+    [
+        (_SIM, [0], 0, "k must be"),
+        (_SIM, [0], -1, "k must be"),
+        (_SIM, [len(_SIM)], 1, "roots"),
+        (_SIM, [-1], 1, "roots"),
+        (_SIM, [[0]], 1, "roots"),
+        (np.zeros((2, 3), np.float32), [0], 1, r"\[C, C\]"),
+        (np.zeros(4, np.float32), [0], 1, "sim"),
+        (np.array([[0, np.nan], [0, 0]], np.float32), [0], 1, "finite"),
+        (np.array([[0, 0], [np.inf, 0]], np.float32), [0], 1, "finite"),
+        (_SIM, np.array([0.0]), 1, "dtype"),
+    ],
+)
+def test_neighbors_bad_input(sim, roots, k, match):
+    with pytest.raises(ValueError, match=match):
+        _core.select_neighbors(sim, roots, k)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,11 +386,57 @@ def test_target_migration_matches_numpy():
     np.testing.assert_allclose(shifts, ref_target_shifts(subset, before, after, targets), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("n_classes", "n_anchors", "dim", "sigma", "offset"),
+    [(6, 20, 8, 1.0, 0.0), (1, 1, 3, 0.3, 0.0), (12, 50, 16, 2.0, 0.0), (30, 200, 64, 4.0, 0.0), (5, 30, 6, 3.0, 2.0)],
+)
+def test_proximity_migration_matches_numpy(n_classes, n_anchors, dim, sigma, offset):
+    rng = np.random.default_rng(n_anchors + 1)
+    bank, ids, protos = make_bank(rng, n_classes, dim)
+    before = (rng.standard_normal((n_anchors, dim)) + offset).astype(np.float32)
+    after = (before + 0.1 * rng.standard_normal((n_anchors, dim))).astype(np.float32)
+    want = ref_proximity_shifts(protos, before, after, sigma)
+    shifts = bank.migrate(before, after, sigma, mode="proximity")
+    assert shifts.dtype == np.float32 and shifts.shape == (n_classes, dim)
+    np.testing.assert_allclose(shifts, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bank.means()[1], protos + want, rtol=1e-5, atol=1e-5)
+    # the proximity shift is the Gaussian one times the nearest anchor's kernel value, <= 1
+    gauss = ref_gaussian_shifts(protos, before, after, sigma)
+    assert np.all(np.linalg.norm(want, axis=1) <= np.linalg.norm(gauss, axis=1) + 1e-12)
+
+
+def test_proximity_far_prototype_barely_moves_near_one_moves_fully():
+    bank = _core.PrototypeBank(2)
+    bank.set_means([0, 1, 2], [[0.0, 0.0], [0.0, 30.0], [1.0, 0.0]])
+    before = np.array([[0.0, 0.0], [0.2, 0.0]], np.float32)
+    after = before + np.array([[0.0, 1.0], [0.0, 1.0]], np.float32)
+    shifts = bank.migrate(before, after, sigma=1.0, mode="proximity")
+    np.testing.assert_allclose(shifts[0], [0.0, 1.0], atol=1e-6)  # an anchor on the class: max w = 1
+    assert np.abs(shifts[1]).max() < 1e-12  # 30 sigma from every anchor: exp(-450)
+    np.testing.assert_allclose(shifts[2], [0.0, np.exp(-(0.8**2) / 2)], rtol=1e-5)  # nearest at 0.8
+    gauss = _core.PrototypeBank(2)
+    gauss.set_means([1], [[0.0, 30.0]])
+    np.testing.assert_allclose(gauss.migrate(before, after, sigma=1.0), [[0.0, 1.0]], atol=1e-6)  # renormalised
+
+
+def test_proximity_migration_of_a_class_subset():
+    rng = np.random.default_rng(9)
+    bank, ids, protos = make_bank(rng, 8, 6)
+    before = rng.standard_normal((25, 6)).astype(np.float32)
+    after = (before + 0.2).astype(np.float32)
+    rows = [6, 0, 3]
+    shifts = bank.migrate(before, after, 2.0, mode="proximity", classes=ids[rows])
+    np.testing.assert_allclose(shifts, ref_proximity_shifts(protos[rows], before, after, 2.0), rtol=1e-4, atol=1e-6)
+    means = bank.means()[1]
+    unmoved = [r for r in range(8) if r not in rows]
+    np.testing.assert_array_equal(means[unmoved], protos[unmoved])
+
+
 def test_zero_anchors_move_nothing():
     rng = np.random.default_rng(7)
     bank, _, protos = make_bank(rng, 4, 3)
     empty = np.zeros((0, 3), np.float32)
-    for mode in ("gaussian", "target"):
+    for mode in ("gaussian", "proximity", "target"):
         shifts = bank.migrate(empty, empty, 1.0, mode=mode, anchor_targets=np.zeros(0, np.int64))
         assert shifts.shape == (4, 3) and not shifts.any()
     np.testing.assert_array_equal(bank.means()[1], protos)
