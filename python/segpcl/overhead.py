@@ -3,11 +3,12 @@
 Everything runs in one process on one model, through the real `Learner` code path, set up as task t = 2 of a
 stream (C seen classes, C - increment of them old), with synthetic images, class names and templates:
 
-1. one training step of method `lora` (CE; forward, backward, grad clip, AdamW) against one of `segpcl`
-   (CE + ACGD on A cached anchors + TSGR), same batch, interleaved (A B B A ...) after warm-up;
-2. DPGD anchor construction (`before_task`, which builds the teacher, the anchors and the TSGR edges), in
-   forward-pass equivalents per anchor;
-3. the whole task: steps x step time + before_task + after_task (prototype migration and new prototypes);
+1. one training step of method `lora` (CE; forward, backward, grad clip, the run's optimizer: SGD by default)
+   against one of `segpcl` (CE + ACGD on A cached anchors + rooted TSGR), same batch, interleaved (A B B A ...)
+   after warm-up; both with the method's defaults (rank-32 B-only LoRA, per-class seeds, raw-space prototypes);
+2. DPGD anchor construction (`before_task`, which builds the teacher, the anchors and the TSGR neighbourhoods),
+   in forward-pass equivalents per anchor;
+3. the whole task: steps x step time + before_task + after_task (prototype transfer and new prototypes);
 4. inference: CLIP-only against dual-path `predict`, time and the extra FLOPs counted by
    `torch.utils.flop_counter.FlopCounterMode`, next to the analytic count.
 
@@ -43,9 +44,10 @@ TRAIN_AIM = 1.10
 INFERENCE_TARGET = 1.01
 """Near-zero inference overhead (checked on GPU with ViT-L/14)."""
 
-# A typical task: CIFAR-100 in 10 tasks has 10 classes x 500 training images; its preset trains 3 epochs.
+# A typical task: CIFAR-100 in 10 tasks has 10 classes x 500 training images; the paper trains 10 epochs.
 DEFAULT_IMAGES_PER_TASK = 5000
-DEFAULT_EPOCHS = 3
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 128
 
 
 @dataclass
@@ -57,8 +59,8 @@ class OverheadConfig:
     device: str = "cpu"
     precision: str = "fp32"
     """fp32, or bf16 autocast (CUDA), as in training."""
-    batch_size: int = 32
-    """New-task images per training step (B)."""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    """New-task images per training step (B; paper: 128)."""
     anchors_per_step: int | None = None
     """Anchors per step (A); None: MethodSection's default, i.e. what training uses."""
     classes: int = 100
@@ -225,10 +227,12 @@ def measure_overhead(cfg: OverheadConfig) -> dict:
 
 def _measure(cfg: OverheadConfig) -> dict:
     from .engine.device import autocast_factory, resolve_device
-    from .engine.trainer import optimizer_step
+    from .config import TrainSection
+    from .engine.trainer import make_optimizer, optimizer_step
     from .method import anchors as anchors_module
     from .method import learner as learner_module
     from .method.learner import Learner
+    from .config import RunConfig
     from .method.prototypes import dual_path_probs
     from .models.loading import load_clip
     from .models.lora import apply_lora, lora_parameters
@@ -249,7 +253,7 @@ def _measure(cfg: OverheadConfig) -> dict:
     t0 = time.perf_counter()
     model = load_clip(cfg.arch, cfg.pretrained, device=device, precision=cfg.precision)
     model.eval()
-    lora_cfg = LoraSection(towers=list(cfg.lora_towers))
+    lora_cfg = LoraSection(towers=list(cfg.lora_towers))  # the method's LoRA defaults (rank 32, B only)
     apply_lora(model, lora_cfg)
     model.to(device)
     setup_s = time.perf_counter() - t0
@@ -272,7 +276,8 @@ def _measure(cfg: OverheadConfig) -> dict:
     lora, seg = learners["lora"], learners["segpcl"]
     # prototypes of every class (normally built at the end of each task): DPGD's visual targets and dual path
     gen = torch.Generator().manual_seed(cfg.seed)
-    seg.prototypes.add(F.normalize(torch.randn(C, d, generator=gen), dim=-1), torch.arange(C))
+    d_p = seg.prototypes.bank.dim
+    seg.prototypes.add(torch.randn(C, d_p, generator=gen), torch.arange(C))
 
     # the task's training set, synthetic, on the device: one pool of images served batch after batch
     pool_n = min(cfg.eval_batch_size, cfg.images_per_task)
@@ -299,11 +304,11 @@ def _measure(cfg: OverheadConfig) -> dict:
     n_edges = seg.tsgr.n_edges if seg.tsgr is not None else 0
 
     params = lora_parameters(model)
-    opt = torch.optim.AdamW(params, lr=3e-4)
+    opt = make_optimizer(params, RunConfig(train=TrainSection()))
     finite = {"all": True}
 
     def train_step(lrn: Learner, anchors: int | None = None) -> None:
-        """The trainer's step: loss, finite check, then its optimizer_step (backward, clip, AdamW)."""
+        """The trainer's step: loss, finite check, then its optimizer_step (backward, clip, optimizer)."""
         if anchors is not None:
             lrn.cfg.anchors_per_step = anchors
         loss, _ = lrn.training_loss(images, labels)
@@ -384,13 +389,14 @@ def _measure(cfg: OverheadConfig) -> dict:
     inf_fns = {"clip_predict": lambda: lora.predict(eval_images), "dual_predict": lambda: seg.predict(eval_images)}
     timer.interleaved(inf_fns, cfg.repeats, cfg.warmup)
     with torch.no_grad(), autocast():
-        feats = model.image_features(eval_images).float()
+        feats, proto_feats = seg.encoder(model)(eval_images)
+    feats, proto_feats = feats.float(), proto_feats.float()
     scale = float(model.logit_scale())
-    text, protos, beta = seg._eval_text, seg._eval_protos, seg.cfg.beta
+    text, protos, beta, fusion = seg._eval_text, seg._eval_protos, seg.cfg.beta, seg.cfg.fusion
     head_calls = 50
     head_fns = {
-        "clip_head": lambda: dual_path_probs(feats, text, None, scale, scale, beta),
-        "dual_head": lambda: dual_path_probs(feats, text, protos, scale, scale, beta),
+        "clip_head": lambda: dual_path_probs(feats, text, None, None, scale, scale, beta),
+        "dual_head": lambda: dual_path_probs(feats, text, proto_feats, protos, scale, scale, beta, fusion),
     }
     timer.interleaved(head_fns, cfg.repeats, 1, head_calls)
     n_flop = min(2, cfg.eval_batch_size)
@@ -418,7 +424,7 @@ def _measure(cfg: OverheadConfig) -> dict:
     per_anchor = max(img_ba - img_b, 0.0) / max(a_eff, 1)
     a_at_target = (TRAIN_TARGET - 1) * lora_step / per_anchor if per_anchor > 0 else None
     a_at_aim = (TRAIN_AIM - 1) * lora_step / per_anchor if per_anchor > 0 else None
-    analytic_extra = 2 * C * d
+    analytic_extra = 2 * C * d_p
     head_extra = (med("dual_head") - med("clip_head")) / cfg.eval_batch_size
     sweep_ratios = {str(a_eff): train_ratio}
     for a in sweep:
@@ -433,9 +439,9 @@ def _measure(cfg: OverheadConfig) -> dict:
         "extra_flops_per_image": extra_flops,
         "extra_flops_per_image_analytic": analytic_extra,
         "extra_flops_formula": (
-            f"2*C*d = 2*{C}*{d} (the prototype-branch matmul, counted by FlopCounterMode); the fusion adds about "
-            f"9*C = {9 * C} elementwise FLOPs (scale, softmax: max, sub, exp, sum, div; (1-beta)*p, beta*q, add) "
-            "that FlopCounterMode does not count"
+            f"2*C*d_p = 2*{C}*{d_p} (the prototype-branch matmul in the {seg.cfg.prototype_space} prototype space, "
+            f"counted by FlopCounterMode); normalising the raw feature and the logit fusion add about 3*d_p + 3*C = "
+            f"{3 * d_p + 3 * C} elementwise FLOPs that FlopCounterMode does not count"
         ),
         "train_flops_ratio": train_flops["segpcl"] / train_flops["lora"] if train_flops["lora"] else None,
         "train_step_ratio_by_anchors": sweep_ratios,
@@ -477,10 +483,10 @@ def _measure(cfg: OverheadConfig) -> dict:
             "pgd_forward_equiv": (anchor_build - seed_scan) / (n_anchors * fwd_per_image),
             "n_anchors": n_anchors,
             "forward_per_image_s": fwd_per_image,
-            "anchor_cost_forward_equiv_expected": cfg.images_per_task / n_anchors + 2 * pgd_steps + 1,
+            "anchor_cost_forward_equiv_expected": cfg.images_per_task / n_anchors + 2 * pgd_steps + 2,
             "anchor_cost_expected_rule": (
                 "seed scan (images_per_task / K forwards per anchor) + pgd_steps x (forward + input-only backward "
-                "~ 2 forwards) + 1 teacher forward on the anchor"
+                "~ 2 forwards) + 1 teacher forward on the anchor + 1 on its seed (the anchor statistics)"
             ),
         },
         "inference": {
