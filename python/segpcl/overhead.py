@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .config import LoraSection, MethodSection
 from .environment import cpu_model, environment
@@ -226,13 +225,12 @@ def measure_overhead(cfg: OverheadConfig) -> dict:
 
 
 def _measure(cfg: OverheadConfig) -> dict:
+    from .config import RunConfig, TrainSection
     from .engine.device import autocast_factory, resolve_device
-    from .config import TrainSection
     from .engine.trainer import make_optimizer, optimizer_step
     from .method import anchors as anchors_module
     from .method import learner as learner_module
     from .method.learner import Learner
-    from .config import RunConfig
     from .method.prototypes import dual_path_probs
     from .models.loading import load_clip
     from .models.lora import apply_lora, lora_parameters
