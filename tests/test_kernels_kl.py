@@ -46,7 +46,7 @@ def _tols(dtype):
 
 def test_reference_equals_kl_div_spec():
     s, t = _logits(5, 7)
-    for tau in (1.0, 0.5, 2.0):
+    for tau in (1.0, 0.5, 2.0, 20.0):
         expected = F.kl_div(F.log_softmax(s / tau, -1), F.softmax(t / tau, -1), reduction="batchmean")
         torch.testing.assert_close(K.anchor_kl_reference(s, t, tau), expected, rtol=0, atol=0)
 
@@ -76,6 +76,20 @@ def test_forward_and_grad_match_reference(force_triton, n, c):
     assert loss.dtype == torch.float32 and loss.shape == ()
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+
+@needs_triton
+@pytest.mark.parametrize("n, c, block", [(3, 5, None), (37, 100, None), (2, 1031, None), (3, 1031, 256), (5, 100, 16)])
+def test_paper_temperature_tau_20_matches_reference(force_triton, n, c, block):
+    # ACGD's tau = 20 on logits of the size ACGD sees (s * cos, s = 100): a flat softmax, small KL
+    s, t = _logits(n, c, seed=20 + n + c, scale=30.0)
+    loss, grad = _loss_and_grad(A.anchor_kl_triton, s, t, 20.0, block=block)
+    ref_loss, ref_grad = _loss_and_grad(K.anchor_kl_reference, s, t, 20.0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-8)
+    loss, grad = _loss_and_grad(K.anchor_kl, s, t, 20.0)  # the dispatched entry point
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-8)
 
 
 @needs_triton
