@@ -249,3 +249,39 @@ def test_prototype_matrix_without_fallback_is_zero_for_missing_classes():
         torch.eye(3)[:1], torch.eye(3), torch.tensor([[0, 0, 1.0]]), torch.zeros(3, 3), 10.0, 10.0, 0.5
     )
     torch.testing.assert_close(probs, torch.softmax(10 * torch.eye(3)[:1], dim=1))
+
+
+def test_raw_features_under_bf16_autocast_feed_the_balanced_pgd(tiny_model):
+    # regression: under autocast v came back as a fresh .float() copy that f was not computed from, so the
+    # balanced DPGD step (which differentiates the text loss at v) raised "not used in the graph" with bf16
+    import functools
+
+    from segpcl.method.anchors import run_pgd
+
+    tiny_model.requires_grad_(False)
+    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    with autocast():
+        f, v = tiny_model.image_features_and_raw(x)
+        f_plain = tiny_model.image_features(x)
+    assert f.dtype == v.dtype == torch.float32
+    (g,) = torch.autograd.grad(f.sum(), v)  # f is a function of the returned v
+    assert g.abs().sum() > 0
+    torch.testing.assert_close(f, f_plain, rtol=0, atol=2e-2)
+    text = F.normalize(torch.randn(3, tiny_model.embed_dim), dim=-1)
+    protos = F.normalize(torch.randn(3, tiny_model.raw_dim), dim=-1)
+    delta = run_pgd(
+        tiny_model.image_features_and_raw,
+        x.detach(),
+        torch.tensor([0, 1]),
+        text,
+        protos,
+        50.0,
+        steps=2,
+        eps=8 / 255,
+        gamma=2 / 255,
+        lambda_p=1.0,
+        balance=True,
+        autocast=autocast,
+    )
+    assert delta.abs().max() > 0
