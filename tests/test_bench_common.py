@@ -73,12 +73,12 @@ def test_preset_loads_and_sets_the_paper_model(bench):
 
 
 @pytest.mark.parametrize("bench", PAPER_BENCHES)
-def test_every_preset_value_says_paper_or_our_default(bench):
+def test_every_preset_value_says_paper_or_our_reading(bench):
     text = resources.files("segpcl.presets").joinpath(f"{bench}.yaml").read_text()
     leaves = [ln for ln in text.splitlines() if re.match(r"^\s+\w+:\s*\S", ln)]
     assert leaves
     for line in leaves:
-        assert "# paper" in line or "# our default" in line, line
+        assert "# paper" in line or "# our reading" in line, line
     assert yaml.safe_load(text)  # still plain YAML
 
 

@@ -64,11 +64,16 @@ def test_bench_named_in_a_config_file_selects_its_preset(tmp_path):
         "train.batch_size=0",
         "method.k_seed=0",
         "lora.rank=0",
-        "method.beta=1.5",
+        "method.beta=-0.5",
+        "method.fusion=probs method.beta=1.5",
+        "method.tsgr_mode=star",
+        "method.prototype_space=joint",
+        "train.optimizer=adam",
+        "method.tsgr_tau=0",
     ],
 )
 def test_invalid_settings_fail_before_training(setting):
     from segpcl.config import validate
 
     with pytest.raises(ConfigError):
-        validate(resolve_config("toy", overrides=parse_set([setting])))
+        validate(resolve_config("toy", overrides=parse_set(setting.split())))

@@ -23,7 +23,7 @@ REDUCED = [
     "--set",
     "data.task_sizes=[32,16,16]",
     "--set",
-    "method.k_seed=8",
+    "method.k_seed=1",
     "--set",
     "method.pgd_steps=2",
     "--set",
@@ -39,7 +39,7 @@ def _reduced_cfg(method="segpcl", **train):
             "model": {"arch": "tiny"},
             "data": {"max_train_per_class": 3, "max_test_per_class": 2, "task_sizes": [32, 16, 16]},
             "train": {"epochs": 1, "batch_size": 16, **train},
-            "method": {"name": method, "k_seed": 8, "pgd_steps": 2},
+            "method": {"name": method, "k_seed": 1, "pgd_steps": 2},
         },
     )
 
@@ -60,7 +60,7 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
     assert metrics["tasks_completed"] == 3 and len(metrics["accuracy_matrix"]) == 3
     assert [len(r) for r in metrics["accuracy_matrix"]] == [1, 2, 3]
     assert metrics["method"] == "segpcl" and "environment" in metrics
-    assert metrics["task_info"][1]["anchors"] == 8 and metrics["task_info"][1]["tsgr_edges"] > 0
+    assert metrics["task_info"][1]["anchors"] == 32 and metrics["task_info"][1]["tsgr_edges"] > 0
     for t in range(3):
         task = out / "checkpoints" / f"task_{t:02d}"
         assert (task / "adapter" / "adapter_config.json").is_file()
@@ -140,6 +140,7 @@ def test_same_results_with_torch_and_triton_interpreter_backends(tmp_path, monke
             pytest.skip("the Triton interpreter is not available")
         cfg = _reduced_cfg()
         cfg.data.task_sizes, cfg.data.max_train_per_class = [48, 16], 2
+        cfg.method.tau = 1.0  # at tau = 20 the KL of a barely trained toy is ~1e-7, all float rounding
         results[name] = run_training(cfg, out_dir=tmp_path / name, progress=False).metrics
     assert results["triton"]["accuracy_matrix"] == results["torch"]["accuracy_matrix"]
     for a, b in zip(results["triton"]["task_info"], results["torch"]["task_info"], strict=True):

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from .ablation_table import ablation_markdown, ablation_rows, ablation_svg
 from .config import RunConfig
 from .engine.checkpoint import write_json
 from .engine.trainer import config_differences, is_run_dir, load_run_config, run_training
 from .errors import ConfigError
-from .report import ablation_markdown, ablation_rows
 
 
 def _finished(run_dir: Path) -> dict | None:
@@ -116,4 +116,6 @@ def run_ablation(
     }
     write_json(out / "ablation.json", {"bench": first.data.bench, "seeds": seeds, "rows": rows, **settings})
     (out / "ablation.md").write_text(markdown + "\n")
+    if any(key.startswith("vs_") for row in rows for key in row):
+        (out / "ablation.svg").write_text(ablation_svg(rows, first.data.bench) + "\n")
     return {"rows": rows, "markdown": markdown, "out": out}

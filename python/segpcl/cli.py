@@ -134,6 +134,13 @@ def _method_names() -> str:
     return ", ".join(METHODS)
 
 
+def _ablation_methods() -> str:
+    """Every row of the paper's tables; segpcl-cliponly is the lora+acgd+tsgr+pt configuration."""
+    from .method.learner import METHODS
+
+    return ",".join(m for m in METHODS if m != "segpcl-cliponly")
+
+
 def _train_options(fn=None, *, seed: bool = True):
     """The options `train` and `ablate` share (`ablate` takes --seeds instead of --seed)."""
     if fn is None:
@@ -329,11 +336,11 @@ def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
 @_train_options(seed=False)
 @click.option(
     "--methods",
-    default="zeroshot,lora,lora+acgd,lora+acgd+tsgr,segpcl,segpcl-textpgd,lora+distill-new",
+    default=_ablation_methods(),
     show_default=True,
-    help="Comma-separated methods (rows).",
+    help="Comma-separated methods (rows); segpcl-cliponly is left out: it is the lora+acgd+tsgr+pt configuration.",
 )
-@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated seeds (0 .. 2**32-1).")
+@click.option("--seeds", default="1,2,3,4,5", show_default=True, help="Comma-separated seeds (0 .. 2**32-1).")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def accuracy_table(metrics: dict) -> str:
     from .metrics import seen_accuracy_of
@@ -28,48 +26,6 @@ def accuracy_table(metrics: dict) -> str:
         f"Forgetting {metrics['forgetting']:.2f}  BWT {metrics['bwt']:.2f}"
         + (f"  FWT {fwt:.2f}" if fwt is not None else "")
     )
-    return "\n".join(lines)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def ablation_rows(results: dict[str, list[dict]]) -> list[dict]:
-    """results: method -> list of metrics (one per seed) -> rows with mean and std of Last and Avg."""
-    rows = []
-    for method, runs in results.items():
-        last_m, last_s = mean_std([r["last"] for r in runs])
-        avg_m, avg_s = mean_std([r["avg"] for r in runs])
-        fgt_m, fgt_s = mean_std([r["forgetting"] for r in runs])
-        rows.append(
-            {
-                "method": method,
-                "seeds": [r["seed"] for r in runs],
-                "last_mean": last_m,
-                "last_std": last_s,
-                "avg_mean": avg_m,
-                "avg_std": avg_s,
-                "forgetting_mean": fgt_m,
-                "forgetting_std": fgt_s,
-                "last": [r["last"] for r in runs],
-                "avg": [r["avg"] for r in runs],
-            }
-        )
-    return rows
-
-
-def ablation_markdown(rows: list[dict], bench: str) -> str:
-    lines = [
-        f"| method ({bench}) | Last | Avg | Forgetting |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['last_mean']:.2f} ± {r['last_std']:.2f} | {r['avg_mean']:.2f} ± {r['avg_std']:.2f} "
-            f"| {r['forgetting_mean']:.2f} ± {r['forgetting_std']:.2f} |"
-        )
     return "\n".join(lines)
 
 

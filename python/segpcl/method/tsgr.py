@@ -3,7 +3,8 @@
 - rooted (paper; `RootedGeometryRegularizer`): for each new class c of the task, its k nearest other seen
   classes N(c) in the *reference* (zero-shot) text space R; q_c = softmax over N(c) of cos(R_c, R_j) / tau_T,
   p_c the same with the student's embeddings; loss = mean over new c of KL(q_c || p_c). Neighbourhoods are
-  chosen once per task by the Rust core (`select_neighbors`); cost O(|new| k).
+  chosen once per task by the Rust core (`select_neighbors`); cost O(|new| k). Our reading: it acts from the
+  first task on (the reference is the zero-shot model, not a teacher), neighbours among all seen classes.
 - edges (`TextGeometryRegularizer`, the earlier reading): edges of each class to its k most similar classes
   and/or pairs above a threshold in the previous teacher's text space (Rust `select_key_edges`); loss = mean
   over edges of the squared change in cosine similarity.

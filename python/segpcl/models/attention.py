@@ -56,10 +56,11 @@ class LinearSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, None]:
         key = query if key is None else key
         value = key if value is None else value
+        self_attention = query is key and key is value  # before the transposes make new tensors
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         d = self.embed_dim
-        if query is key and key is value:
+        if self_attention:
             q, k, v = self.in_proj(query).split(d, dim=-1)
         else:  # cross-attention: the same projection, each part on its own input
             q = self.in_proj(query)[..., :d]

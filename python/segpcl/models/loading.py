@@ -25,6 +25,12 @@ from .tiny import build_tiny, is_tiny
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, whole (messages of hub and pickle errors run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextlib.contextmanager
 def _hub_offline():
     """Resolve tags from the local cache only: huggingface_hub reads HF_HUB_OFFLINE once at import, so the
@@ -60,7 +66,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
-            f"could not read weights file {path} ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"could not read weights file {path} ({type(exc).__name__}: {_first_line(exc)}); "
             "expected an open_clip/PyTorch state dict, a .safetensors file, an open_clip checkpoint or "
             "OpenAI's TorchScript .pt"
         ) from exc
@@ -133,7 +139,7 @@ def load_clip(
                     clip = open_clip.create_model(arch, pretrained=tag, device="cpu", precision="fp32")
             except Exception as exc:
                 raise WeightsError(
-                    f"pretrained tag {tag!r} for {arch} is not in the local open_clip/HF cache ({str(exc)[:200]}); "
+                    f"pretrained tag {tag!r} for {arch} is not in the local open_clip/HF cache ({_first_line(exc)}); "
                     "segpcl never downloads: pass a local weights file with --pretrained FILE"
                 ) from exc
         else:
