@@ -34,8 +34,9 @@ def test_bench_overhead_tiny_json(tmp_path):
         assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, key
     assert r["anchor_cost_forward_equiv"] > 1  # a PGD step alone costs more than one forward
 
-    # the extra inference FLOPs are exactly the prototype matmul, 2 * C * d, d read from the model independently
-    d = load_clip("tiny").embed_dim
+    # the extra inference FLOPs are exactly the prototype matmul, 2 * C * d_p, with d_p the raw visual width
+    # (the default prototype space) read from the model independently
+    d = load_clip("tiny").raw_dim
     assert r["extra_flops_per_image"] == 2 * C * d == r["extra_flops_per_image_analytic"]
     assert r["targets"]["extra_flops_per_image"]["met"] is True
     inf = r["inference"]
@@ -54,13 +55,16 @@ def test_bench_overhead_tiny_json(tmp_path):
 
     # whole task: 7 steps (given) + before_task + after_task, against 7 LoRA steps
     tk = r["task"]
-    assert tk["task_steps"] == 7 and tk["n_anchors"] == K
+    n_anchors = K * (C - INC)  # K seeds per old class
+    assert tk["task_steps"] == 7 and tk["n_anchors"] == n_anchors
     seg_task = 7 * med["segpcl_step"] + med["segpcl_before_task"] + med["segpcl_after_task"]
     lora_task = 7 * med["lora_step"] + med["lora_before_task"] + med["lora_after_task"]
     assert math.isclose(r["task_overhead_ratio"], seg_task / lora_task, rel_tol=1e-9)
     fwd_per_image = med["teacher_forward_B"] / B
-    assert math.isclose(r["anchor_cost_forward_equiv"], med["build_anchors"] / (K * fwd_per_image), rel_tol=1e-9)
-    assert tk["anchor_cost_forward_equiv_expected"] == IMAGES / K + 2 * STEPS + 1
+    assert math.isclose(
+        r["anchor_cost_forward_equiv"], med["build_anchors"] / (n_anchors * fwd_per_image), rel_tol=1e-9
+    )
+    assert tk["anchor_cost_forward_equiv_expected"] == IMAGES / n_anchors + 2 * STEPS + 2
 
     assert set(r["train_step_ratio_by_anchors"]) == {"1", str(A)}
     assert r["train_step_ratio_by_anchors"][str(A)] == r["train_step_ratio"]
