@@ -193,6 +193,14 @@ def _train_options(fn=None, *, seed: bool = True):
         ),
         click.option("--strict", is_flag=True, default=False, show_default="off", help="Fail on unreadable images."),
         click.option(
+            "--diagnose",
+            is_flag=True,
+            default=False,
+            show_default="off",
+            help="Boundary-vs-core drift diagnostic at the end of every task t >= 2 (metrics.json drift, "
+            "plots/drift.svg).",
+        ),
+        click.option(
             "--download",
             is_flag=True,
             default=False,
@@ -251,6 +259,7 @@ def _config_from_options(bench, method, kw) -> object:
         ("data.num_workers", kw["workers"]),
         ("data.zs_eval", _zs_pairs(kw["zs_eval"])),
         ("method.name", method),
+        ("train.diagnose", kw["diagnose"]),
     ]
     return resolve_config(bench, kw["config_file"], _overrides(pairs, kw["sets"]), preset=kw.get("preset"))
 
@@ -288,6 +297,7 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
         ("train.epochs", kw["epochs"]),
         ("model.precision", kw["precision"]),
         ("data.strict", kw["strict"]),
+        ("train.diagnose", kw["diagnose"]),
     ]
     return _overrides(pairs, kw["sets"])
 

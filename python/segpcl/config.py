@@ -28,7 +28,9 @@ class DataSection:
     task_sizes: list[int] | None = None
     """Explicit list of task sizes; overrides initial/increment."""
     class_order: str | None = None
-    """File with a class order (YAML/JSON/text list of class indices); default: PyCIL seed-1993 permutation."""
+    """File with a class order (YAML/JSON/text list of class indices); default: PyCIL seed-1993 permutation.
+    `boundary` (toy only): each task shares an attribute with exactly half of the previous task's classes
+    (segpcl.benchmarks.toy.boundary_class_order, drawn from class_order_seed)."""
     class_order_seed: int = 1993
     """Seed of the PyCIL permutation when no class-order file is given."""
     class_names: str | None = None
@@ -101,6 +103,9 @@ class TrainSection:
     """Seed of everything random in the run."""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto."""
+    diagnose: bool = False
+    """Measure the boundary-vs-core drift of the old classes at the end of every task t >= 2 (`--diagnose`;
+    segpcl.analysis.drift): metrics.json `drift`, a table in log.txt, plots/drift.svg; no effect on training."""
 
 
 @dataclass

@@ -78,3 +78,60 @@ def build_toy(cfg: DataConfig) -> Benchmark:
         train_targets=train.labels,
         test_targets=test.labels,
     )
+
+
+BOUNDARY_ORDER = "boundary"
+"""`data.class_order=boundary` (toy only): the ground-truth order of `boundary_class_order`."""
+
+
+def boundary_class_order(task_size: int = 8, seed: int = 1993) -> list[int]:
+    """A class order of the toy world in which each task t >= 2 shares an attribute with exactly half of the
+    classes of task t-1 and nothing with the other half (the drift diagnostic's ground truth).
+
+    Tasks are blocks of 2 colours x (16 / task_size) shapes (task_size 2, 4 or 8; 64 / task_size tasks). The
+    shapes are cut into g = 16 / task_size groups and task t takes shape group t mod g, so consecutive tasks
+    share no shape; its colour pair shares exactly one colour with the previous task's pair, and the tasks of
+    each shape group take disjoint pairs, so the blocks tile the 8 x 8 grid. Old classes of task t-1 with the
+    shared colour share an attribute with task t; the others share nothing. The colours, shapes and the chain
+    of pairs are drawn from `seed` (deterministic); within a task, classes go by colour, then shape."""
+    from ..errors import ConfigError
+
+    n_colours, n_shapes = len(tw.COLOURS), len(tw.SHAPES)
+    if task_size not in (2, 4, 8):
+        raise ConfigError(
+            f"data.class_order=boundary needs tasks of one size, 2, 4 or 8 classes (got {task_size or 'several sizes'})"
+        )
+    groups = 2 * n_shapes // task_size
+    per_group = n_shapes // groups
+    n_tasks = n_colours * n_shapes // task_size
+    rng = np.random.RandomState(seed)
+    colours = rng.permutation(n_colours).tolist()
+    shapes = rng.permutation(n_shapes).tolist()
+    shape_groups = [shapes[i * per_group : (i + 1) * per_group] for i in range(groups)]
+
+    def extend(pairs: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+        t = len(pairs)
+        if t == n_tasks:
+            return pairs
+        used = {c for i, p in enumerate(pairs) if i % groups == t % groups for c in p}
+        free = [c for c in colours if c not in used]
+        options = []
+        for i, a in enumerate(free):
+            for b in free[i + 1 :]:
+                if t == 0 or len({a, b} & set(pairs[-1])) == 1:
+                    options.append((a, b))
+        for k in rng.permutation(len(options)).tolist():
+            found = extend(pairs + [options[k]])
+            if found is not None:
+                return found
+        return None
+
+    pairs = extend([])
+    if pairs is None:  # pragma: no cover  (a chain exists for every allowed size: the tests build them all)
+        raise ConfigError("no boundary class order found")
+    order = []
+    for t, pair in enumerate(pairs):
+        for c in sorted(pair):
+            for s in shape_groups[t % groups]:
+                order.append(int(tw.class_of(np.array(c), np.array(s))))
+    return order

@@ -1,0 +1,517 @@
+"""Boundary-vs-core drift diagnostic: where the cross-modal geometry of old classes drifts during a task.
+
+Definitions (DESIGN §4 notation; the choices are ours). At task t >= 2 (1-based), teacher T = the frozen model
+at the end of task t-1, student S = the model at the end of task t; old = classes of tasks < t, new = classes
+of task t, seen = old + new.
+
+- Drift of a sample x: D(x) = JSD(p_T(x), p_S(x)) with p_M(x) = softmax(s_M cos(f_M(x), T^M_old)) over the
+  **old** classes (each model's own logit scale and class text embeddings; natural log, so 0 <= D <= ln 2).
+  Also reported: the same over all seen classes (`jsd_seen`) and the visual drift 1 - cos(v_T(x), v_S(x)) in
+  the raw visual space (`visual`; the joint space f when the tower has no projection).
+- Samples (diagnostic only: never used for training or by any decision of the method): old-class **test**
+  images (at most `max_per_class` per class, the first ones), the task's anchors (when the method built any),
+  and `n_new` random new-task training images (a fixed seed per task).
+- Boundary score, from the teacher alone: b(x) = max over new classes n of cos(f_T(x), T^T_n) minus
+  cos(f_T(x), T^T_y(x)). Within each old class (sorted by b, ties by index), boundary = the top 20 % of its
+  samples, core = the bottom 20 % (k = max(1, floor(0.2 n_c)) each; classes with fewer than 2 samples are left
+  out).
+- R_t = mean D(boundary) / mean D(core), with a percentile bootstrap 95 % interval: 1000 resamples, each group
+  resampled with replacement within itself, seed 0. Every group mean also carries a bootstrap interval.
+- On the toy benchmark, old classes are also split by kind: those that share a colour or a shape with some
+  new class (`sharing`) and those that share nothing (`not_sharing`); `ratio_kind` = mean D(sharing) /
+  mean D(not_sharing) is the ground-truth counterpart of R_t (with `data.class_order=boundary` both kinds
+  exist by construction, see `segpcl.benchmarks.toy.boundary_class_order`).
+
+`drift_diagnostic` is the pure computation (models, text embeddings, batches in; a JSON-ready dict out);
+`diagnose_task` is what the trainer calls under `--diagnose`; `drift_table` and `drift_svg` render the
+entries; `python -m segpcl.analysis.drift DIR...` summarises runs (e.g. an ablation folder) over seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BOUNDARY_FRACTION = 0.2
+N_BOOT = 1000
+BOOT_SEED = 0
+MAX_PER_CLASS = 50
+N_NEW = 256
+GROUPS = ("boundary", "core", "anchors", "new")
+"""The groups of the plot, in order."""
+
+
+# ----------------------------------------------------------------------------------------- pure parts
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Row-wise Jensen-Shannon divergence (natural log) of distributions p, q [N, C]: 0 for identical rows,
+    ln 2 for rows with disjoint support."""
+    p, q = p.double(), q.double()
+    m = 0.5 * (p + q)
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        terms = torch.where(a > 0, a * (torch.log(a.clamp_min(1e-300)) - torch.log(m.clamp_min(1e-300))), 0.0)
+        return terms.sum(dim=-1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0.0).float()
+
+
+def boundary_scores(f_teacher: torch.Tensor, text_teacher: torch.Tensor, labels: torch.Tensor, n_old: int):
+    """b(x) = max over new classes n of cos(f_T(x), T^T_n) - cos(f_T(x), T^T_y(x)); f and T normalised,
+    `text_teacher` [n_seen, d] with the new classes at rows n_old.."""
+    sims = f_teacher.float() @ text_teacher.float().T
+    return sims[:, n_old:].max(dim=1).values - sims.gather(1, labels.long().view(-1, 1)).squeeze(1)
+
+
+def boundary_core_split(
+    scores: torch.Tensor, labels: torch.Tensor, frac: float = BOUNDARY_FRACTION
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks (boundary, core): within each class, the top / bottom `frac` of the scores
+    (k = max(1, floor(frac n_c)) each; stable order, so ties go by index; classes with < 2 samples: neither)."""
+    scores, labels = scores.detach().cpu(), labels.detach().cpu()
+    boundary = torch.zeros(len(scores), dtype=torch.bool)
+    core = torch.zeros(len(scores), dtype=torch.bool)
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        n = len(idx)
+        if n < 2:
+            continue
+        k = max(1, int(math.floor(frac * n + 1e-9)))
+        k = min(k, n // 2)
+        order = idx[torch.sort(scores[idx], stable=True).indices]
+        core[order[:k]] = True
+        boundary[order[n - k :]] = True
+    return boundary, core
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_mean(values, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = 0.95) -> dict | None:
+    """{"value", "low", "high"}: the mean with a percentile bootstrap interval (None for no values)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return None
+    rng = np.random.RandomState(seed)
+    means = x[rng.randint(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    lo, hi = _interval(means, level)
+    return {"value": float(x.mean()), "low": lo, "high": hi}
+
+
+def bootstrap_ratio(
+    numerator, denominator, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = 0.95
+) -> dict | None:
+    """{"value", "low", "high"}: mean(numerator) / mean(denominator) with a percentile bootstrap interval,
+    each group resampled with replacement within itself (a fixed seed: the same inputs give the same interval).
+    None when a group is empty or the denominator's mean is not positive."""
+    a, b = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    if len(a) == 0 or len(b) == 0 or b.mean() <= 0:
+        return None
+    rng = np.random.RandomState(seed)
+    ma = a[rng.randint(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
+    mb = b[rng.randint(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
+    ok = mb > 0
+    lo, hi = _interval(ma[ok] / mb[ok], level) if ok.any() else (float("nan"), float("nan"))
+    return {"value": float(a.mean() / b.mean()), "low": lo, "high": hi}
+
+
+# ----------------------------------------------------------------------------------------- the measurement
+
+
+@dataclass
+class DriftInputs:
+    """Per-sample measurements of one group (CPU tensors)."""
+
+    jsd: torch.Tensor
+    jsd_seen: torch.Tensor
+    visual: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[DriftInputs]) -> DriftInputs:
+        if not parts:
+            e = torch.zeros(0)
+            return DriftInputs(e, e, e)
+        return DriftInputs(*(torch.cat([getattr(p, k) for p in parts]) for k in ("jsd", "jsd_seen", "visual")))
+
+    def select(self, mask: torch.Tensor) -> DriftInputs:
+        return DriftInputs(self.jsd[mask], self.jsd_seen[mask], self.visual[mask])
+
+
+def _encoder(model) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    if model.raw_dim is not None:
+        return model.image_features_and_raw
+
+    def encode(x):
+        f = model.image_features(x)
+        return f, f
+
+    return encode
+
+
+def _chunks(images: torch.Tensor, size: int = 256):
+    for i in range(0, len(images), size):
+        yield images[i : i + size], None
+
+
+@torch.no_grad()
+def drift_diagnostic(
+    teacher,
+    student,
+    teacher_text: torch.Tensor,
+    student_text: torch.Tensor,
+    n_old: int,
+    old_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    anchor_images: torch.Tensor | None = None,
+    new_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    sharing: torch.Tensor | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    frac: float = BOUNDARY_FRACTION,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> dict:
+    """The diagnostic of one task (module docstring). `teacher_text`, `student_text`: normalised class text
+    embeddings [n_seen, d] of each model; `old_batches`: (images, labels) of old-class test images, labels in
+    0..n_old-1; `sharing`: optional bool [n_old], True for old classes of the `sharing` kind. Returns the group
+    sizes and means (with intervals), the ratios and the settings, as plain JSON values."""
+    enc_t, enc_s = _encoder(teacher), _encoder(student)
+    scale_t, scale_s = float(teacher.logit_scale()), float(student.logit_scale())
+    text_t, text_s = teacher_text.float(), student_text.float()
+
+    def measure(images: torch.Tensor) -> tuple[DriftInputs, torch.Tensor]:
+        with autocast():
+            f_t, v_t = enc_t(images)
+            f_s, v_s = enc_s(images)
+        f_t, v_t, f_s, v_s = f_t.float(), v_t.float(), f_s.float(), v_s.float()
+        cos_t, cos_s = f_t @ text_t.T, f_s @ text_s.T
+        old = js_divergence(
+            torch.softmax(scale_t * cos_t[:, :n_old], dim=1), torch.softmax(scale_s * cos_s[:, :n_old], dim=1)
+        )
+        seen = js_divergence(torch.softmax(scale_t * cos_t, dim=1), torch.softmax(scale_s * cos_s, dim=1))
+        visual = 1 - F.cosine_similarity(v_t, v_s, dim=1)
+        return DriftInputs(old.cpu(), seen.cpu(), visual.cpu()), f_t
+
+    parts, scores, labels = [], [], []
+    for images, y in old_batches:
+        d, f_t = measure(images)
+        parts.append(d)
+        scores.append(boundary_scores(f_t, text_t, y.to(f_t.device), n_old).cpu())
+        labels.append(y.cpu())
+    old = DriftInputs.cat(parts)
+    score = torch.cat(scores) if scores else torch.zeros(0)
+    label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    is_boundary, is_core = boundary_core_split(score, label, frac)
+    groups: dict[str, DriftInputs | None] = {
+        "boundary": old.select(is_boundary),
+        "core": old.select(is_core),
+        "old": old,
+        "anchors": None,
+        "new": None,
+    }
+    if anchor_images is not None and len(anchor_images):
+        groups["anchors"] = DriftInputs.cat([measure(x)[0] for x, _ in _chunks(anchor_images)])
+    if new_batches is not None:
+        new = DriftInputs.cat([measure(x)[0] for x, _ in new_batches])
+        groups["new"] = new if len(new.jsd) else None
+    if sharing is not None:
+        kind = sharing.cpu().bool()[label.long()] if len(label) else torch.zeros(0, dtype=torch.bool)
+        groups["sharing"], groups["not_sharing"] = old.select(kind), old.select(~kind)
+
+    def stats(g: DriftInputs | None) -> dict:
+        if g is None or len(g.jsd) == 0:
+            return {"n": 0}
+        m = bootstrap_mean(g.jsd.numpy(), n_boot, seed)
+        return {
+            "n": len(g.jsd),
+            "jsd": m["value"],
+            "jsd_low": m["low"],
+            "jsd_high": m["high"],
+            "jsd_seen": float(g.jsd_seen.mean()),
+            "visual": float(g.visual.mean()),
+        }
+
+    def ratio(a: str, b: str, key: str = "jsd") -> dict | None:
+        ga, gb = groups.get(a), groups.get(b)
+        if ga is None or gb is None:
+            return None
+        return bootstrap_ratio(getattr(ga, key).numpy(), getattr(gb, key).numpy(), n_boot, seed)
+
+    out = {
+        "n_old_classes": n_old,
+        "n_new_classes": int(len(text_t) - n_old),
+        "groups": {name: stats(g) for name, g in groups.items()},
+        "ratio": ratio("boundary", "core"),
+        "ratio_seen": ratio("boundary", "core", "jsd_seen"),
+        "ratio_visual": ratio("boundary", "core", "visual"),
+        "anchors_vs_new": ratio("anchors", "new"),
+        "mean_boundary_score": float(score.mean()) if len(score) else None,
+        "settings": {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed},
+    }
+    if sharing is not None:
+        out["ratio_kind"] = ratio("sharing", "not_sharing")
+        out["sharing_classes"] = int(sharing.sum())
+    return out
+
+
+# ----------------------------------------------------------------------------------------- engine glue
+
+
+def capped_indices(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of the first `cap` samples of each label, in their original order."""
+    keep = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        keep[np.nonzero(labels == c)[0][:cap]] = True
+    return np.nonzero(keep)[0]
+
+
+def toy_sharing(stream, t: int) -> torch.Tensor | None:
+    """On the toy benchmark: bool [n_old], True for old classes sharing a colour or a shape with a class of
+    task t (stream positions); None on other benchmarks."""
+    if stream.bench.name != "toy":
+        return None
+    from .. import toyworld as tw
+
+    ids = np.asarray(stream.class_order)
+    colour, shape = tw.split_class(ids)
+    new = stream.task_range(t)
+    n_old = new.start
+    new_c, new_s = set(colour[new.start : new.stop].tolist()), set(shape[new.start : new.stop].tolist())
+    return torch.tensor([bool(colour[i] in new_c or shape[i] in new_s) for i in range(n_old)])
+
+
+@torch.no_grad()
+def diagnose_task(learner, teacher, stream, ordered_batches, t: int, max_per_class: int = MAX_PER_CLASS) -> dict:
+    """The diagnostic of task t (0-based, t >= 1) for the engine: `teacher` = the frozen model of task t-1,
+    the learner's model the student; `ordered_batches(dataset)` yields (images, labels) on the device."""
+    from torch.utils.data import Subset
+
+    n_old, n_seen = stream.n_seen(t - 1), stream.n_seen(t)
+    with learner.autocast():
+        teacher_text = learner._text(teacher, n_seen).float()
+        student_text = learner.student_text(n_seen).float()
+    old_ds = stream.test_set(t - 1)
+    old_labels = stream.id_to_pos[np.asarray(stream.bench.test_targets, dtype=np.int64)[old_ds.indices]]
+    old_subset = Subset(old_ds, capped_indices(old_labels, max_per_class).tolist())
+    new_ds = stream.train_set(t)
+    rng = np.random.RandomState(BOOT_SEED + 7919 * (t + 1))
+    pick = np.sort(rng.permutation(len(new_ds))[:N_NEW])
+    anchors = learner.anchors.images if learner.anchors is not None else None
+    entry = drift_diagnostic(
+        teacher,
+        learner.model,
+        teacher_text,
+        student_text,
+        n_old,
+        ordered_batches(old_subset)(),
+        anchor_images=anchors,
+        new_batches=ordered_batches(Subset(new_ds, pick.tolist()))(),
+        sharing=toy_sharing(stream, t),
+        autocast=learner.autocast,
+    )
+    return {"task": t + 1, **entry, "max_per_class": max_per_class}
+
+
+# ----------------------------------------------------------------------------------------- rendering
+
+
+def _fmt(r: dict | None, digits: int = 2) -> str:
+    if not r:
+        return "-"
+    return f"{r['value']:.{digits}f} [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
+
+
+def _mean(g: dict) -> str:
+    return f"{g['jsd']:.3g}" if g.get("n") else "-"
+
+
+def drift_table(entries: list[dict]) -> str:
+    """Plain-text table: per task, mean D of the groups (n in parentheses) and the ratios with intervals."""
+    head = (
+        f"{'task':>4} | {'boundary':>16} | {'core':>16} | {'anchors':>16} | {'new':>16} | "
+        f"{'R = b/c [95% CI]':>22} | {'R by kind':>22} | {'anchors/new':>22}"
+    )
+    lines = ["drift diagnostic: mean JSD over the old classes (n)", head, "-" * len(head)]
+    for e in entries:
+        g = e["groups"]
+        cells = [f"{_mean(g[k])} ({g[k].get('n', 0)})" for k in GROUPS]
+        lines.append(
+            f"{e['task']:>4} | "
+            + " | ".join(f"{c:>16}" for c in cells)
+            + f" | {_fmt(e.get('ratio')):>22} | {_fmt(e.get('ratio_kind')):>22} | {_fmt(e.get('anchors_vs_new')):>22}"
+        )
+    return "\n".join(lines)
+
+
+GROUP_COLOURS = {"boundary": "#d62728", "core": "#1f77b4", "anchors": "#2ca02c", "new": "#7f7f7f"}
+
+
+def drift_svg(entries: list[dict], title: str = "", width: int = 760, height: int = 380) -> str:
+    """A dependency-free SVG: per task, bars of mean D(x) for boundary, core, anchors and random new images
+    with their bootstrap 95 % intervals as whiskers, and R_t written above each task."""
+    from ..report import _escape
+
+    left, right, top, bottom = 64, 130, 40, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    highs = [g.get("jsd_high", 0.0) for e in entries for g in e["groups"].values() if g.get("n")]
+    ymax = max(highs + [1e-6]) * 1.1
+    y = lambda v: top + plot_h * (1 - v / ymax)  # noqa: E731
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="{left}" y="16" font-size="13">{_escape(title or "Drift of old classes: mean JSD per group")}</text>',
+    ]
+    for i in range(5):
+        v = ymax * i / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#dddddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    slot = plot_w / max(len(entries), 1)
+    bar = slot * 0.8 / len(GROUPS)
+    for i, e in enumerate(entries):
+        x0 = left + slot * i + slot * 0.1
+        for j, name in enumerate(GROUPS):
+            g = e["groups"].get(name, {})
+            if not g.get("n"):
+                continue
+            bx, colour = x0 + bar * j, GROUP_COLOURS[name]
+            parts.append(
+                f'<rect class="bar" data-task="{e["task"]}" data-group="{name}" x="{bx:.1f}" y="{y(g["jsd"]):.1f}" '
+                f'width="{bar * 0.9:.1f}" height="{y(0) - y(g["jsd"]):.1f}" fill="{colour}"/>'
+            )
+            cx = bx + bar * 0.45
+            parts.append(
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(g["jsd_low"]):.1f}" y2="{y(g["jsd_high"]):.1f}" '
+                'stroke="#000000" stroke-width="1"/>'
+            )
+        r = e.get("ratio")
+        label = f"R {r['value']:.2f}" if r else "R -"
+        parts.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{top - 4}" text-anchor="middle">{label}</text>')
+        tx = left + slot * (i + 0.5)
+        parts.append(f'<text x="{tx:.1f}" y="{height - bottom + 16}" text-anchor="middle">{e["task"]}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">task</text>')
+    mid = top + plot_h / 2
+    parts.append(
+        f'<text x="14" y="{mid:.1f}" text-anchor="middle" transform="rotate(-90 14 {mid:.1f})">'
+        "mean JSD (old classes)</text>"
+    )
+    for j, name in enumerate(GROUPS):
+        ly = top + 10 + 16 * j
+        parts.append(
+            f'<rect x="{width - right + 14}" y="{ly - 8}" width="12" height="10" fill="{GROUP_COLOURS[name]}"/>'
+        )
+        parts.append(f'<text x="{width - right + 32}" y="{ly + 1}">{name}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------- several runs
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _across(values: list[float]) -> dict | None:
+    """Mean over runs with a t-based 95 % interval (None without values)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return None
+    if len(x) == 1:
+        return {"value": float(x[0]), "low": float(x[0]), "high": float(x[0]), "runs": 1}
+    half = _T975.get(len(x) - 1, 1.96) * x.std(ddof=1) / math.sqrt(len(x))
+    return {"value": float(x.mean()), "low": float(x.mean() - half), "high": float(x.mean() + half), "runs": len(x)}
+
+
+def run_value(metrics: dict, key: str) -> float | None:
+    """The mean over tasks of one run's ratio `key` (ratio, ratio_kind, anchors_vs_new) or group mean
+    (`groups.anchors`)."""
+    vals = []
+    for e in metrics.get("drift") or []:
+        if key.startswith("groups."):
+            g = e["groups"].get(key.split(".", 1)[1], {})
+            vals.append(g.get("jsd") if g.get("n") else None)
+        else:
+            vals.append((e.get(key) or {}).get("value"))
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+SUMMARY_KEYS = (
+    "ratio",
+    "ratio_kind",
+    "anchors_vs_new",
+    "groups.boundary",
+    "groups.core",
+    "groups.anchors",
+    "groups.new",
+)
+
+
+def drift_summary(runs: list[dict]) -> dict:
+    """Per method: each key's per-run value (the mean over tasks) averaged over the runs (seeds), with a t-based
+    95 % interval over the runs."""
+    by_method: dict[str, list[dict]] = {}
+    for m in runs:
+        if m.get("drift"):
+            by_method.setdefault(str(m.get("method")), []).append(m)
+    return {
+        method: {key: _across([run_value(m, key) for m in ms]) for key in SUMMARY_KEYS}
+        for method, ms in by_method.items()
+    }
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [
+        "| method | runs | R = boundary / core | R by class kind | D(anchors) / D(new) | D(anchors) | D(new) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        runs = max((v or {}).get("runs", 0) for v in s.values())
+        lines.append(
+            f"| {method} | {runs} | {_fmt(s['ratio'])} | {_fmt(s['ratio_kind'])} | {_fmt(s['anchors_vs_new'])} | "
+            f"{_fmt(s['groups.anchors'], 4)} | {_fmt(s['groups.new'], 4)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m segpcl.analysis.drift DIR...`: the drift summary of run directories, metrics.json files, or
+    folders holding run directories (an ablation's --out), as a markdown table; writes nothing."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m segpcl.analysis.drift RUN_DIR_OR_ABLATION_DIR...", file=sys.stderr)
+        return 2
+    files: list[Path] = []
+    for a in map(Path, args):
+        if a.is_file():
+            files.append(a)
+        elif (a / "metrics.json").is_file():
+            files.append(a / "metrics.json")
+        else:
+            files.extend(sorted(a.glob("*/metrics.json")))
+    runs = []
+    for f in files:
+        try:
+            runs.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            print(f"skipped {f}: not readable JSON", file=sys.stderr)
+    summary = drift_summary(runs)
+    if not summary:
+        print("no run with a drift diagnostic (train with --diagnose)", file=sys.stderr)
+        return 1
+    print(summary_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
