@@ -494,5 +494,15 @@ def bench_overhead(json_path, sweep_anchors, lora_towers, **options):
         json_path.write_text(json.dumps(result, indent=2))
 
 
+def _add_use_commands() -> None:
+    """segpcl eval / predict / export (cli_use.py)."""
+    from .cli_use import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_use_commands()
+
 if __name__ == "__main__":
     main()

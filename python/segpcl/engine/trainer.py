@@ -37,13 +37,13 @@ from ..environment import environment
 from ..errors import ConfigError, SegpclError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
-from ..models.loading import load_clip
-from ..models.lora import apply_lora, frozen_teacher, load_adapter, lora_parameters, save_adapter
+from ..models.lora import load_adapter, lora_parameters, save_adapter
 from ..report import accuracy_svg
 from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
 from .reference import reference_images
+from .reopen import build_learner, build_model
 from .transfer import record_transfer
 
 log = logging.getLogger("segpcl")
@@ -77,16 +77,7 @@ def build_stream(cfg: RunConfig, image_size: int, run_dir: Path | None) -> TaskS
     if cfg.data.max_train_per_class is not None or cfg.data.max_test_per_class is not None:
         bench = limit_per_class(bench, cfg.data.max_train_per_class, cfg.data.max_test_per_class)
     n = bench.n_classes
-    if cfg.data.class_order == "boundary":  # the drift diagnostic's ground truth (toy only)
-        from ..benchmarks.toy import boundary_class_order
-
-        if cfg.data.bench != "toy":
-            raise ConfigError("data.class_order=boundary is an order of the toy benchmark's classes (--bench toy)")
-        increments = set(
-            cfg.data.task_sizes or [cfg.data.initial or info.initial, cfg.data.increment or info.increment]
-        )
-        order = boundary_class_order(increments.pop() if len(increments) == 1 else 0, cfg.data.class_order_seed)
-    elif cfg.data.class_order:
+    if cfg.data.class_order:
         from ..benchmarks.class_files import load_class_order
 
         order = load_class_order(Path(cfg.data.class_order), n)
@@ -556,25 +547,11 @@ def _run(
     if device.type != "cuda" and cfg.model.precision == "bf16":
         log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
     autocast = autocast_factory(device, cfg.model.precision)
-    seed_everything(cfg.train.seed)
-    model = load_clip(cfg.model.arch, cfg.model.pretrained, device=device, precision=cfg.model.precision)
-    model.eval()
+    model = build_model(cfg, device)  # seeded from train.seed (engine/reopen.py: load_run builds it the same way)
     if model.image_size != guess:
         stream = build_stream(cfg, model.image_size, run.root)
-    if switches.train:
-        apply_lora(model, cfg.lora)
-        model.to(device)
-    learner = Learner(
-        model,
-        stream.class_names,
-        stream.bench.templates,
-        stream.task_sizes,
-        cfg.method,
-        text_has_lora=switches.train and "text" in cfg.lora.towers,
-        device=device,
-        autocast=autocast,
-        reference_images=reference_images(cfg, model.image_size) if switches.source == "ref" else None,
-    )
+    references = reference_images(cfg, model.image_size) if switches.source == "ref" else None
+    learner = build_learner(cfg, model, stream, device, autocast, references)
     loaders = _Loaders(cfg, device, sampler_factory)
     env = {**environment(), "device": str(device)}
     matrix = AccuracyMatrix(stream.n_tasks)
@@ -582,7 +559,6 @@ def _run(
     task_info: list[dict] = []
     skipped = {"train": 0, "test": 0}
     zs: dict = {}
-    drift: list[dict] = []  # --diagnose: one entry per task t >= 2
     start = 0
     latest = start_after
     if latest is not None:
@@ -594,7 +570,6 @@ def _run(
             learner.load_state_dict({"task": latest, "prototypes": load_prototypes(folder / "prototypes.npz")})
             matrix.load_state(state["metrics"])
             timings, task_info, skipped, zs = state["timings"], state["task_info"], state["skipped"], state["zs"]
-            drift = state.get("drift", [])
         except SegpclError:
             raise
         except Exception as exc:
@@ -624,11 +599,6 @@ def _run(
             t0 = time.perf_counter()
             info = learner.before_task(t, loaders.ordered_batches(train_set))
             times["before_task"] = time.perf_counter() - t0
-            diagnosis_teacher = None
-            if cfg.train.diagnose and switches.train and t >= 1:
-                t0 = time.perf_counter()  # the learner's teacher, or a frozen copy of the model before task t
-                diagnosis_teacher = learner.teacher if learner.teacher is not None else frozen_teacher(model)
-                times["diagnose"] = time.perf_counter() - t0
             if switches.train:
                 t0 = time.perf_counter()
                 info.update(
@@ -636,14 +606,6 @@ def _run(
                 )
                 skipped["train"] += info.pop("skipped_images")
                 times["train"] = time.perf_counter() - t0
-            if diagnosis_teacher is not None:
-                from ..analysis.drift import diagnose_task, drift_table
-
-                t0 = time.perf_counter()
-                drift.append(diagnose_task(learner, diagnosis_teacher, stream, loaders.ordered_batches, t))
-                diagnosis_teacher = None
-                times["diagnose"] += time.perf_counter() - t0
-                log.info("%s", drift_table(drift[-1:]))
             t0 = time.perf_counter()
             info.update(learner.after_task(t, loaders.ordered_batches(train_set)))
             times["after_task"] = time.perf_counter() - t0
@@ -665,14 +627,13 @@ def _run(
                     zs.setdefault(name, {})["after"] = acc
                     if "before" in zs[name]:
                         zs[name]["delta"] = acc - zs[name]["before"]
-            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
+            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
             state = {
                 "metrics": matrix.state(),
                 "timings": timings,
                 "task_info": task_info,
                 "skipped": skipped,
                 "zs": zs,
-                **({"drift": drift} if drift else {}),
             }
 
             def contents(folder: Path, state=state) -> None:
@@ -683,24 +644,18 @@ def _run(
             run.save_task(t, contents, identity)  # the checkpoint first: metrics.json never runs ahead of it
             write_json(run.metrics_path, metrics)
             run.write_plot(accuracy_svg(metrics))
-            if drift:
-                from ..analysis.drift import drift_svg
-
-                run.write_plot(
-                    drift_svg(drift, f"{cfg.method.name} on {cfg.data.bench}: drift of old classes"), "drift.svg"
-                )
     except torch.OutOfMemoryError as exc:
         raise TrainingError(
             f"out of GPU memory in task {t + 1} ({str(exc).splitlines()[0]}); completed tasks are saved in "
             f"{run.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed (--set ...), "
             f"or use --precision bf16, then continue with `segpcl train --resume {run.root}`"
         ) from exc
-    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
+    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
     write_json(run.metrics_path, metrics)
     return RunResult(run.root, metrics, stream.class_names)
 
 
-def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift=None) -> dict:
+def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env) -> dict:
     out = {
         "bench": cfg.data.bench,
         "method": cfg.method.name,
@@ -716,6 +671,4 @@ def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift=No
     }
     if zs:
         out["zero_shot_retention"] = zs
-    if drift:
-        out["drift"] = drift
     return out

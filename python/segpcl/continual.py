@@ -1,0 +1,158 @@
+"""`ContinualCLIP`: what a run learned, after one of its tasks, as one object (`segpcl.load_run`).
+
+It holds the run's CLIP with its LoRA adapter, the class prototypes, the class names and templates and the
+method settings, reassembled by the same code the trainer uses (engine/reopen.py), so `predict` equals the
+run's own evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .engine.reopen import Reopened, evaluate_task, reopen, set_branch
+from .errors import ConfigError
+
+
+class ContinualCLIP:
+    """A continually trained CLIP of a segpcl run, after task `task` (1-based; default the last).
+
+    Images are float tensors [B, 3, H, W] in [0, 1] at `image_size` (the model normalises them itself);
+    `classify` reads files and resizes them as the benchmarks do."""
+
+    def __init__(self, reopened: Reopened):
+        self._r = reopened
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        task: int | None = None,
+        device: str | None = None,
+        data_root: str | Path | None = None,
+    ) -> ContinualCLIP:
+        return cls(reopen(run_dir, task=task, device=device, data_root=data_root))
+
+    # -- what it is --------------------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self._r.root
+
+    @property
+    def task(self) -> int:
+        """The task (1-based) after which this model was saved."""
+        return self._r.task + 1
+
+    @property
+    def config(self):
+        """The run's resolved RunConfig."""
+        return self._r.cfg
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes seen up to `task`, in the order of `predict`'s columns."""
+        return list(self._r.stream.class_names[: self._r.learner.n_seen(self._r.task)])
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self._r.stream.bench.templates)
+
+    @property
+    def image_size(self) -> int:
+        return self._r.model.image_size
+
+    @property
+    def model(self):
+        """The underlying ClipModel (open_clip CLIP with the LoRA adapter applied)."""
+        return self._r.model
+
+    @property
+    def learner(self):
+        return self._r.learner
+
+    @property
+    def device(self) -> torch.device:
+        return self._r.device
+
+    # -- inference ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, branch: str | None = None, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities [B, len(class_names)] by the run's own inference (branch None or "run"), the
+        CLIP path alone ("clip") or the dual path ("dual")."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ConfigError(f"predict takes images [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
+        set_branch(self._r, branch)
+        try:
+            out = [
+                self._r.learner.predict(images[i : i + batch_size].to(self.device)).float().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        finally:
+            if branch not in (None, "run"):
+                set_branch(self._r, None)
+        return torch.cat(out) if out else torch.empty(0, len(self.class_names))
+
+    def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Image files (or folders of them) as a tensor [N, 3, S, S] in [0, 1], resized as the benchmarks do."""
+        from .benchmarks._files import load_rgb, make_transform
+
+        transform = make_transform(self.image_size)
+        files = expand_image_paths(paths)
+        return torch.stack([transform(load_rgb(p, draft_size=self.image_size)) for p in files])
+
+    def classify(
+        self, paths: Sequence[str | Path], top_k: int = 5, branch: str | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each image file (folders are expanded, sorted), the top_k (class name, probability) pairs."""
+        probs = self.predict(self.load_images(paths), branch=branch)
+        k = max(1, min(top_k, probs.shape[1]))
+        values, idx = probs.topk(k, dim=1)
+        names = self.class_names
+        return [
+            [(names[j], float(v)) for v, j in zip(vs.tolist(), js.tolist(), strict=True)]
+            for vs, js in zip(values, idx, strict=True)
+        ]
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings [B, embed_dim] of the adapted model."""
+        with self._r.learner.autocast():
+            return self._r.model.image_features(images.to(self.device)).float().cpu()
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings [N, embed_dim] of the adapted model."""
+        tokens = self._r.model.tokenize(list(texts)).to(self.device)
+        with self._r.learner.autocast():
+            return self._r.model.text_features(tokens).float().cpu()
+
+    def evaluate(self, progress: bool = False) -> dict:
+        """Accuracy on the test images of all classes seen up to `task`, as the trainer measured it."""
+        return evaluate_task(self._r, progress)
+
+
+def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by the image files under them (sorted)."""
+    from .benchmarks._files import is_image_file
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f.name))
+            if not found:
+                raise ConfigError(f"{p} holds no image files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ConfigError(f"{p} does not exist; pass image files or folders of images")
+    return out
+
+
+def load_run(
+    run_dir: str | Path, task: int | None = None, device: str | None = None, data_root: str | Path | None = None
+) -> ContinualCLIP:
+    """The model of a run directory after task `task` (1-based; default the last completed task)."""
+    return ContinualCLIP.from_run(run_dir, task=task, device=device, data_root=data_root)

@@ -1,0 +1,126 @@
+"""`segpcl export`: a run's model after one task, as files other tools read.
+
+The folder holds
+- `model.safetensors`: the LoRA merged into the weights, in plain open_clip's key layout, so
+  `open_clip.create_model(arch)` + `load_state_dict` gives the adapted model (same image and text features);
+- `adapter/`: the LoRA adapter in peft's format. Its module names are segpcl's Linear attention
+  (`attn.in_proj`, `attn.out_proj`: models/attention.py replaces open_clip's nn.MultiheadAttention), so it loads
+  with plain peft (`PeftModel.from_pretrained`) on a freshly built model linearised the same way
+  (`segpcl.models.attention.linearize_attention(model)`), with the run's base weights;
+- `prototypes.npz`: `prototypes` [C, d] (L2-normalised, the prototype branch's), `space` (raw or embed);
+- `classes.json`: class names (in the order of the prototypes and of predict's columns), prompt templates and
+  the inference settings (fusion, beta, prototype scale, logit scale);
+- `MODEL_CARD.md`: benchmark, method, metrics after the task, the config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .engine.checkpoint import RunDir
+from .engine.reopen import Reopened, reopen
+from .errors import ConfigError
+
+
+def export_run(
+    run_dir: str | Path, out: str | Path, task: int | None = None, data_root: str | Path | None = None
+) -> dict[str, Path]:
+    """Write the export folder `out` for the run after task `task` (1-based; default the last); returns the
+    paths written, by kind."""
+    from safetensors.torch import save_file
+
+    from .models.lora import frozen_teacher
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
+    r = reopen(run_dir, task=task, device="cpu", data_root=data_root)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+
+    merged = frozen_teacher(r.model)
+    state = {k: v.detach().contiguous().cpu() for k, v in merged.open_clip_state_dict().items()}
+    paths["model"] = out / "model.safetensors"
+    save_file(state, str(paths["model"]), metadata={"arch": r.cfg.model.arch, "format": "open_clip"})
+
+    adapter = RunDir(r.root).task_dir(r.task) / "adapter"
+    if adapter.is_dir():
+        paths["adapter"] = out / "adapter"
+        shutil.copytree(adapter, paths["adapter"])
+
+    learner = r.learner
+    n = learner.n_seen(r.task)
+    names = list(r.stream.class_names[:n])
+    if len(learner.prototypes):
+        fallback = None if learner.raw_space else learner.student_text(n)
+        protos = learner.prototypes.matrix(n, fallback, device="cpu").float().numpy()
+        paths["prototypes"] = out / "prototypes.npz"
+        np.savez(paths["prototypes"], prototypes=protos, space=np.array(learner.cfg.prototype_space))
+
+    scale = float(r.model.logit_scale())
+    m = learner.cfg
+    info = {
+        "arch": r.cfg.model.arch,
+        "bench": r.cfg.data.bench,
+        "method": m.name,
+        "task": r.task + 1,
+        "n_tasks": r.stream.n_tasks,
+        "class_names": names,
+        "templates": list(r.stream.bench.templates),
+        "inference": {
+            "branch": "dual" if learner.prototype_inference else "clip",
+            "fusion": m.fusion,
+            "beta": m.beta,
+            "prototype_space": m.prototype_space,
+            "logit_scale": scale,
+            "proto_scale": m.proto_scale if m.proto_scale is not None else scale,
+        },
+    }
+    paths["classes"] = out / "classes.json"
+    paths["classes"].write_text(json.dumps(info, indent=2))
+    paths["card"] = out / "MODEL_CARD.md"
+    paths["card"].write_text(_model_card(r, info))
+    return paths
+
+
+def _model_card(r: Reopened, info: dict) -> str:
+    import yaml
+
+    metrics = r.state.get("metrics", {})
+    acc = metrics.get("acc") or []
+    seen = metrics.get("seen_accuracy") or metrics.get("task_accuracy") or []
+    row = acc[r.task] if r.task < len(acc) else []
+    lines = [
+        f"# {info['method']} on {info['bench']}, after task {info['task']} of {info['n_tasks']}",
+        "",
+        f"- architecture: `{info['arch']}` (open_clip), weights: `{r.cfg.model.pretrained or 'built-in'}`",
+        f"- classes seen: {len(info['class_names'])}; inference: {info['inference']['branch']} path "
+        f"(fusion {info['inference']['fusion']}, beta {info['inference']['beta']})",
+    ]
+    if seen:
+        lines.append(f"- accuracy on all seen classes after this task: {seen[r.task]:.2f} %")
+    if row:
+        lines.append("- per task: " + ", ".join(f"{a:.2f}" for a in row))
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `model.safetensors`: LoRA merged, open_clip keys: `open_clip.create_model(arch)` then "
+        "`model.load_state_dict(safetensors.torch.load_file('model.safetensors'))`",
+        "- `adapter/`: peft LoRA adapter; its modules are segpcl's Linear attention (`attn.in_proj`): apply "
+        "`segpcl.models.attention.linearize_attention(model)` to a fresh open_clip model with the run's base "
+        "weights, then `peft.PeftModel.from_pretrained(model, 'adapter')`",
+        "- `prototypes.npz`, `classes.json`: the prototype branch and the class names / templates",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(r.cfg.to_dict(), sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
