@@ -37,7 +37,7 @@ from ..environment import environment
 from ..errors import ConfigError, SegpclError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
-from ..models.lora import load_adapter, lora_parameters, save_adapter
+from ..models.lora import frozen_teacher, load_adapter, lora_parameters, save_adapter
 from ..report import accuracy_svg
 from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
@@ -77,7 +77,16 @@ def build_stream(cfg: RunConfig, image_size: int, run_dir: Path | None) -> TaskS
     if cfg.data.max_train_per_class is not None or cfg.data.max_test_per_class is not None:
         bench = limit_per_class(bench, cfg.data.max_train_per_class, cfg.data.max_test_per_class)
     n = bench.n_classes
-    if cfg.data.class_order:
+    if cfg.data.class_order == "boundary":  # the drift diagnostic's ground truth (toy only)
+        from ..benchmarks.toy import boundary_class_order
+
+        if cfg.data.bench != "toy":
+            raise ConfigError("data.class_order=boundary is an order of the toy benchmark's classes (--bench toy)")
+        increments = set(
+            cfg.data.task_sizes or [cfg.data.initial or info.initial, cfg.data.increment or info.increment]
+        )
+        order = boundary_class_order(increments.pop() if len(increments) == 1 else 0, cfg.data.class_order_seed)
+    elif cfg.data.class_order:
         from ..benchmarks.class_files import load_class_order
 
         order = load_class_order(Path(cfg.data.class_order), n)
@@ -559,6 +568,7 @@ def _run(
     task_info: list[dict] = []
     skipped = {"train": 0, "test": 0}
     zs: dict = {}
+    drift: list[dict] = []  # --diagnose: one entry per task t >= 2
     start = 0
     latest = start_after
     if latest is not None:
@@ -570,6 +580,7 @@ def _run(
             learner.load_state_dict({"task": latest, "prototypes": load_prototypes(folder / "prototypes.npz")})
             matrix.load_state(state["metrics"])
             timings, task_info, skipped, zs = state["timings"], state["task_info"], state["skipped"], state["zs"]
+            drift = state.get("drift", [])
         except SegpclError:
             raise
         except Exception as exc:
@@ -599,6 +610,11 @@ def _run(
             t0 = time.perf_counter()
             info = learner.before_task(t, loaders.ordered_batches(train_set))
             times["before_task"] = time.perf_counter() - t0
+            diagnosis_teacher = None
+            if cfg.train.diagnose and switches.train and t >= 1:
+                t0 = time.perf_counter()  # the learner's teacher, or a frozen copy of the model before task t
+                diagnosis_teacher = learner.teacher if learner.teacher is not None else frozen_teacher(model)
+                times["diagnose"] = time.perf_counter() - t0
             if switches.train:
                 t0 = time.perf_counter()
                 info.update(
@@ -606,6 +622,14 @@ def _run(
                 )
                 skipped["train"] += info.pop("skipped_images")
                 times["train"] = time.perf_counter() - t0
+            if diagnosis_teacher is not None:
+                from ..analysis.drift import diagnose_task, drift_table
+
+                t0 = time.perf_counter()
+                drift.append(diagnose_task(learner, diagnosis_teacher, stream, loaders.ordered_batches, t))
+                diagnosis_teacher = None
+                times["diagnose"] += time.perf_counter() - t0
+                log.info("%s", drift_table(drift[-1:]))
             t0 = time.perf_counter()
             info.update(learner.after_task(t, loaders.ordered_batches(train_set)))
             times["after_task"] = time.perf_counter() - t0
@@ -627,13 +651,14 @@ def _run(
                     zs.setdefault(name, {})["after"] = acc
                     if "before" in zs[name]:
                         zs[name]["delta"] = acc - zs[name]["before"]
-            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
+            metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
             state = {
                 "metrics": matrix.state(),
                 "timings": timings,
                 "task_info": task_info,
                 "skipped": skipped,
                 "zs": zs,
+                **({"drift": drift} if drift else {}),
             }
 
             def contents(folder: Path, state=state) -> None:
@@ -644,18 +669,24 @@ def _run(
             run.save_task(t, contents, identity)  # the checkpoint first: metrics.json never runs ahead of it
             write_json(run.metrics_path, metrics)
             run.write_plot(accuracy_svg(metrics))
+            if drift:
+                from ..analysis.drift import drift_svg
+
+                run.write_plot(
+                    drift_svg(drift, f"{cfg.method.name} on {cfg.data.bench}: drift of old classes"), "drift.svg"
+                )
     except torch.OutOfMemoryError as exc:
         raise TrainingError(
             f"out of GPU memory in task {t + 1} ({str(exc).splitlines()[0]}); completed tasks are saved in "
             f"{run.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed (--set ...), "
             f"or use --precision bf16, then continue with `segpcl train --resume {run.root}`"
         ) from exc
-    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env)
+    metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
     write_json(run.metrics_path, metrics)
     return RunResult(run.root, metrics, stream.class_names)
 
 
-def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env) -> dict:
+def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift=None) -> dict:
     out = {
         "bench": cfg.data.bench,
         "method": cfg.method.name,
@@ -671,4 +702,6 @@ def _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env) -> dict:
     }
     if zs:
         out["zero_shot_retention"] = zs
+    if drift:
+        out["drift"] = drift
     return out
