@@ -167,6 +167,21 @@ def _train_options(fn=None, *, seed: bool = True):
         click.option("--device", default=None, show_default="auto", help="cpu, cuda, cuda:N or auto."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, show_default=PRESET),
         click.option(
+            "--max-tasks",
+            type=click.IntRange(min=1),
+            default=None,
+            show_default="all",
+            help="Run only the first N tasks of the stream.",
+        ),
+        click.option(
+            "--log",
+            "log_kinds",
+            type=click.Choice(["tensorboard"]),
+            multiple=True,
+            show_default="metrics.json and metrics.csv only",
+            help="Also write TensorBoard event files to <run>/tensorboard (pip install 'segpcl[tensorboard]').",
+        ),
+        click.option(
             "--initial",
             type=click.IntRange(min=1),
             default=None,
@@ -251,6 +266,8 @@ def _config_from_options(bench, method, kw) -> object:
         ("train.device", kw["device"]),
         ("data.initial", kw["initial"]),
         ("data.increment", kw["increment"]),
+        ("data.max_tasks", kw["max_tasks"]),
+        ("train.log", list(kw["log_kinds"]) or None),
         ("data.class_order", kw["class_order"]),
         ("data.class_names", kw["class_names"]),
         ("data.templates", kw["templates"]),
@@ -287,7 +304,8 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
     if given:
         raise ConfigError(
             f"{', '.join(given)} cannot change when resuming a run (they define the run or act only at its start); "
-            "only --device, --workers, --data-root, --epochs, --precision, --strict, --from-task and --set "
+            "only --device, --workers, --data-root, --epochs, --precision, --strict, --max-tasks, --log, --from-task "
+            "and --set "
             "(not method.name, model, lora, the data split or the seed) apply to the remaining tasks"
         )
     pairs = [
@@ -298,6 +316,8 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
         ("model.precision", kw["precision"]),
         ("data.strict", kw["strict"]),
         ("train.diagnose", kw["diagnose"]),
+        ("data.max_tasks", kw["max_tasks"]),
+        ("train.log", list(kw["log_kinds"]) or None),
     ]
     return _overrides(pairs, kw["sets"])
 

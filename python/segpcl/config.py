@@ -45,6 +45,8 @@ class DataSection:
     """Keep at most this many training images per class (quick runs, smoke tests); None keeps all."""
     max_test_per_class: int | None = None
     """Keep at most this many test images per class; None keeps all."""
+    max_tasks: int | None = None
+    """Run only the first N tasks of the stream (`--max-tasks`); None runs all. May be raised on --resume."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the main process)."""
     zs_eval: dict[str, str] = field(default_factory=dict)
@@ -106,6 +108,9 @@ class TrainSection:
     diagnose: bool = False
     """Measure the boundary-vs-core drift of the old classes at the end of every task t >= 2 (`--diagnose`;
     segpcl.analysis.drift): metrics.json `drift`, a table in log.txt, plots/drift.svg; no effect on training."""
+    log: list[str] = field(default_factory=list)
+    """Extra logs beside metrics.json and metrics.csv: [tensorboard] writes event files to <run>/tensorboard
+    (`--log tensorboard`; needs `pip install segpcl[tensorboard]`)."""
 
 
 @dataclass
@@ -384,7 +389,22 @@ def resolve_config(
     _merge(cfg, preset_data, "")
     _merge(cfg, from_file, "")
     _merge(cfg, overrides, "")
+    _drop_foreign_weights(cfg, preset_data, from_file, overrides)
     return cfg
+
+
+def _drop_foreign_weights(cfg: RunConfig, *sources: dict[str, Any]) -> None:
+    """A later source that changes model.arch without naming model.pretrained does not inherit an earlier
+    source's weights (the preset's `pretrained: openai` belongs to the preset's architecture)."""
+    arch = weights = None
+    for source in sources:
+        model = source.get("model") if isinstance(source.get("model"), dict) else {}
+        if "arch" in model and model["arch"] != arch:
+            arch, weights = model["arch"], None
+        if "pretrained" in model:
+            weights = model["pretrained"]
+    if arch is not None:
+        cfg.model.pretrained = weights
 
 
 def apply_overrides(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
@@ -432,6 +452,11 @@ def validate_ranges(cfg: RunConfig) -> None:
         ),
         (d.max_train_per_class is None or d.max_train_per_class >= 1, "data.max_train_per_class must be >= 1"),
         (d.max_test_per_class is None or d.max_test_per_class >= 1, "data.max_test_per_class must be >= 1 (or null)"),
+        (d.max_tasks is None or d.max_tasks >= 1, f"data.max_tasks (--max-tasks) must be >= 1, got {d.max_tasks}"),
+        (
+            isinstance(t.log, list) and all(k in ("tensorboard",) for k in t.log),
+            f"train.log (--log) takes a list of: tensorboard; got {t.log!r}",
+        ),
         (d.num_workers >= 0, f"data.num_workers (--workers) must be >= 0, got {d.num_workers}"),
         (0 <= d.class_order_seed <= SEED_MAX, f"data.class_order_seed must be in 0..{SEED_MAX}"),
         (0 <= t.seed <= SEED_MAX, f"train.seed (--seed) must be in 0..{SEED_MAX}, got {t.seed}"),

@@ -42,6 +42,7 @@ from ..report import accuracy_svg
 from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
+from .logs import RunLogger
 from .reference import reference_images
 from .reopen import build_learner, build_model
 from .transfer import record_transfer
@@ -152,7 +153,9 @@ def _lr_lambda(total_steps: int, warmup_frac: float):
     return fn
 
 
-def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, run: RunDir, progress: bool) -> dict:
+def _train_task(
+    learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, run: RunDir, progress: bool, on_step=None
+) -> dict:
     params = lora_parameters(learner.model)
     opt = make_optimizer(params, cfg)
     total = cfg.train.epochs * len(loader)
@@ -185,6 +188,8 @@ def _train_task(learner: Learner, loader: DataLoader, cfg: RunConfig, t: int, ru
             optimizer_step(loss, opt, params, cfg.train.grad_clip)
             sched.step()
             steps += 1
+            if on_step is not None:  # engine/logs.py: TensorBoard reads the parts only when it is on
+                on_step(t, loss_value, parts, sched.get_last_lr()[0])
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v  # tensors: summed on the device, read once per task
             bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -342,7 +347,7 @@ class _run_log:
         self.handler.close()
 
 
-FREE_ON_RESUME = ("data.data_root", "data.strict", "data.num_workers")
+FREE_ON_RESUME = ("data.data_root", "data.strict", "data.num_workers", "data.max_tasks")
 """data.* keys that may change on resume (where the data lives, how it is read); every other data key
 defines the split or the images."""
 
@@ -599,10 +604,12 @@ def _run(
 
     task_of_class = stream.task_of_position()
     identity = run_identity(cfg)
+    logger = RunLogger(run.root, cfg.train.log, sum(int(i.get("steps", 0)) for i in task_info))
+    n_run = min(stream.n_tasks, cfg.data.max_tasks or stream.n_tasks)  # --max-tasks: the first N tasks only
     started["training"] = True
     t = start
     try:
-        for t in range(start, stream.n_tasks):
+        for t in range(start, n_run):
             fwt_seconds = record_transfer(matrix, learner, stream, loaders, t, device, progress, switches.train)
             seed_everything(task_seed(cfg.train.seed, t))
             train_set = stream.train_set(t)
@@ -618,7 +625,15 @@ def _run(
             if switches.train:
                 t0 = time.perf_counter()
                 info.update(
-                    _train_task(learner, loaders.train(train_set, task_seed(cfg.train.seed, t)), cfg, t, run, progress)
+                    _train_task(
+                        learner,
+                        loaders.train(train_set, task_seed(cfg.train.seed, t)),
+                        cfg,
+                        t,
+                        run,
+                        progress,
+                        logger.on_step,
+                    )
                 )
                 skipped["train"] += info.pop("skipped_images")
                 times["train"] = time.perf_counter() - t0
@@ -644,7 +659,7 @@ def _run(
             timings.append(times)
             task_info.append(info)
             log.info("task %d/%d: accuracy %.2f (%s)", t + 1, stream.n_tasks, matrix.seen_accuracy[-1], info)
-            if cfg.data.zs_eval and t == stream.n_tasks - 1:
+            if cfg.data.zs_eval and t == n_run - 1:
                 from .zero_shot import zero_shot_accuracies
 
                 for name, acc in zero_shot_accuracies(model, cfg, device, progress).items():
@@ -668,6 +683,7 @@ def _run(
 
             run.save_task(t, contents, identity)  # the checkpoint first: metrics.json never runs ahead of it
             write_json(run.metrics_path, metrics)
+            logger.on_task(t, metrics)  # metrics.csv, TensorBoard
             run.write_plot(accuracy_svg(metrics))
             if drift:
                 from ..analysis.drift import drift_svg
@@ -681,6 +697,8 @@ def _run(
             f"{run.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed (--set ...), "
             f"or use --precision bf16, then continue with `segpcl train --resume {run.root}`"
         ) from exc
+    finally:
+        logger.close()
     metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
     write_json(run.metrics_path, metrics)
     return RunResult(run.root, metrics, stream.class_names)
