@@ -184,3 +184,15 @@ def test_train_diagnose_two_toy_tasks(tmp_path):
     assert "drift" not in plain_metrics and not (plain / "plots" / "drift.svg").exists()
     assert all("diagnose" not in t for t in plain_metrics["timings"])
     assert plain_metrics["accuracy_matrix"] == metrics["accuracy_matrix"]
+
+
+def test_summary_command_over_run_folders(tmp_path, capsys):
+    from segpcl.analysis.drift import main
+
+    for seed, jsd in ((1, [0.02, 0.01, 0.03, 0.01]), (2, [0.04, 0.01, 0.02, 0.02])):
+        run = tmp_path / f"lora-seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"method": "lora", "drift": [_entry(2, jsd)]}))
+    assert main([str(tmp_path)]) == 0
+    assert "| lora | 2 | 3.00 [" in capsys.readouterr().out  # R of the two runs: 2 and 4
+    assert main([str(tmp_path / "lora-seed1" / "missing")]) == 1

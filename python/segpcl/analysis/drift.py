@@ -24,7 +24,7 @@ of task t, seen = old + new.
 
 `drift_diagnostic` is the pure computation (models, text embeddings, batches in; a JSON-ready dict out);
 `diagnose_task` is what the trainer calls under `--diagnose`; `drift_table` and `drift_svg` render the
-entries; `python -m segpcl.analysis.drift DIR...` summarises runs (e.g. an ablation folder) over seeds.
+entries; `python -m segpcl.analysis DIR...` summarises runs (e.g. an ablation folder) over seeds.
 """
 
 from __future__ import annotations
@@ -481,7 +481,7 @@ def summary_markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m segpcl.analysis.drift DIR...`: the drift summary of run directories, metrics.json files, or
+    """`python -m segpcl.analysis DIR...`: the drift summary of run directories, metrics.json files, or
     folders holding run directories (an ablation's --out), as a markdown table; writes nothing."""
     import json
     import sys
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: python -m segpcl.analysis.drift RUN_DIR_OR_ABLATION_DIR...", file=sys.stderr)
+        print("usage: python -m segpcl.analysis RUN_DIR_OR_ABLATION_DIR...", file=sys.stderr)
         return 2
     files: list[Path] = []
     for a in map(Path, args):
@@ -511,7 +511,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(summary_markdown(summary))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
