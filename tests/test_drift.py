@@ -196,3 +196,19 @@ def test_summary_command_over_run_folders(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     assert "| lora | 2 | 3.00 [" in capsys.readouterr().out  # R of the two runs: 2 and 4
     assert main([str(tmp_path / "lora-seed1" / "missing")]) == 1
+
+
+def test_diagnose_survives_resume(tmp_path):
+    from segpcl.cli import main
+
+    out = tmp_path / "r"
+    three = [a if a != "data.task_sizes=[48,16]" else "data.task_sizes=[32,16,16]" for a in SMALL]
+    result = CliRunner().invoke(main, ["train", *TINY, *three, "--diagnose", "--max-tasks", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "metrics.json").read_text())["drift"]
+    assert [e["task"] for e in first] == [2]
+    result = CliRunner().invoke(main, ["train", "--resume", str(out), "--max-tasks", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    drift = json.loads((out / "metrics.json").read_text())["drift"]
+    assert [e["task"] for e in drift] == [2, 3] and drift[0] == first[0]
+    assert drift[1]["n_old_classes"] == 48 and drift[1]["groups"]["old"]["n"] == 48 * 4
