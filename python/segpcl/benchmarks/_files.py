@@ -348,6 +348,11 @@ def make_benchmark(
             DataWarning,
             stacklevel=stacklevel,
         )
+    if n > expected_classes:
+        raise DataError(
+            f"{name}: found {n} classes at {notes.get('root')}, but the benchmark has {expected_classes}: this "
+            f"folder holds another data set (or more than {name}); check --bench and --data-root"
+        )
     if n != expected_classes:
         warnings.warn(
             f"{name}: found {n} classes at {notes.get('root')}, the benchmark has {expected_classes}; "

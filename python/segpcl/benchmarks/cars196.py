@@ -5,6 +5,9 @@ Layouts:
   devkit/cars_train_annos.mat and cars_test_annos_withlabels.mat (beside devkit/ as torchvision expects,
   or inside it), struct arrays `annotations` with fields bbox_x1..bbox_y2, `class` (1-based), `fname`;
   images in cars_train/ and cars_test/ (a doubled cars_train/cars_train/ from some mirrors is accepted);
+- the original all-in-one release: `car_ims/` (all 16,185 images) and `cars_annos.mat` (struct array
+  `annotations` with `relative_im_path` such as car_ims/000001.jpg, bbox_*, `class` 1-based, `test` 0/1, and
+  the `class_names` cell array);
 - pre-split ImageFolder `{train,test}/<class name>/`.
 """
 
@@ -24,6 +27,7 @@ N_CLASSES = 196
 FOLDER = "stanford_cars"
 TORCHVISION = "torchvision StanfordCars"
 SPLIT = "pre-split ImageFolder"
+ALL_IN_ONE = "car_ims + cars_annos.mat"
 TEST_ANNOS = "cars_test_annos_withlabels.mat"
 
 
@@ -47,6 +51,8 @@ def _detect(folder: Path) -> str | None:
         and (folder / "cars_test").is_dir()
     ):
         return TORCHVISION
+    if (folder / "cars_annos.mat").is_file() and (folder / "car_ims").is_dir():
+        return ALL_IN_ONE
     if is_split_imagefolder(folder):
         return SPLIT
     return None
@@ -80,7 +86,8 @@ LOCATOR = register_locator(
         aliases=(FOLDER, "cars196", "stanford-cars", "StanfordCars", "cars"),
         detect=_detect,
         expected=f"torchvision's {FOLDER}/ folder (devkit/cars_meta.mat, devkit/cars_train_annos.mat, "
-        f"{TEST_ANNOS}, cars_train/, cars_test/) or a pre-split ImageFolder {{train,test}}/<class name>/",
+        f"{TEST_ANNOS}, cars_train/, cars_test/), the all-in-one car_ims/ + cars_annos.mat, "
+        "or a pre-split ImageFolder {train,test}/<class name>/",
         diagnose=_diagnose,
     )
 )
@@ -118,6 +125,28 @@ def _annotations(path: Path, images: Path, n_classes: int) -> tuple[list[str], n
     return [str(base / f) for f in fnames], labels
 
 
+def _all_in_one(folder: Path) -> tuple[list[str], FileSplit]:
+    """The original release: one annotation file for both splits (`test` marks the test images)."""
+    path = folder / "cars_annos.mat"
+    mat = _loadmat(path)
+    if "annotations" not in mat or "class_names" not in mat:
+        raise DataError(f"cars196: {path} lacks `annotations` or `class_names` (the all-in-one release has both)")
+    names = [str(n).strip() for n in np.atleast_1d(mat["class_names"]).tolist()]
+    annos = np.atleast_1d(mat["annotations"])
+    fields = annos.dtype.names or ()
+    missing = [f for f in ("relative_im_path", "class", "test") if f not in fields]
+    if missing:
+        raise DataError(f"cars196: {path} annotations lack {missing}; fields found: {list(fields)}")
+    paths = [str(folder / str(a["relative_im_path"])) for a in annos]
+    labels = np.asarray([int(a["class"]) - 1 for a in annos], dtype=np.int64)
+    is_test = np.asarray([int(a["test"]) for a in annos], dtype=bool)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise DataError(f"cars196: {path} has classes outside 1..{len(names)}")
+    train, test = np.nonzero(~is_test)[0], np.nonzero(is_test)[0]
+    split = FileSplit([paths[i] for i in train], labels[train], [paths[i] for i in test], labels[test])
+    return names, split
+
+
 @register_benchmark(
     "cars196",
     n_classes=N_CLASSES,
@@ -142,6 +171,10 @@ def build_cars196(cfg: DataConfig) -> Benchmark:
         test_paths, test_y = _annotations(_test_annos(folder), folder / "cars_test", len(names))  # type: ignore[arg-type]
         split = FileSplit(train_paths, train_y, test_paths, test_y)
         names_source = str(meta_path)
+    elif layout == ALL_IN_ONE:
+        names, split = _all_in_one(folder)
+        keys = names
+        names_source = str(folder / "cars_annos.mat")
     else:
         s = read_split_imagefolder(folder)
         keys = s.classes

@@ -148,6 +148,10 @@ def _from_pairs(p: Path, pairs: list[tuple[str, str]], n: int, keys: list[str] |
     by_key = dict(pairs)
     if len(by_key) != len(pairs):
         raise ConfigError(f"class names file {p} names some class twice")
+    if keys is not None and set(keys) == set(by_key):
+        # the data set's own keys first: class folders that are bare ids (`0/`, `10/`, ...) sort as strings, so
+        # `10 name` means the folder `10`, not the class at index 10
+        return [by_key[k] for k in keys]
     try:
         ids: dict[int, str] | None = {int(k): v for k, v in by_key.items()}
     except ValueError:
