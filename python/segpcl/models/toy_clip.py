@@ -65,6 +65,11 @@ def _wrap(clip, tokenizer, image_size) -> ClipModel:
     return ClipModel(clip, tokenizer, image_size)
 
 
+def lr_schedule(recipe: ToyPretrainRecipe):
+    """Linear warm-up, then cosine decay (a LambdaLR factor; toy_weights.py replays it)."""
+    return lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / recipe.steps)))
+
+
 def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress: bool = True) -> ClipModel:
     """Pretrain the toy CLIP from scratch (about 3 minutes on 2 CPU cores at the default recipe)."""
     torch.manual_seed(recipe.seed)
@@ -73,10 +78,7 @@ def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress:
     table, n_phrasings = _caption_table(tokenizer)
     rng = np.random.default_rng(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / recipe.steps))),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(recipe))
     model.train()
     bar = tqdm(range(recipe.steps), desc="pretraining toy CLIP", disable=not progress)
     for step in bar:
@@ -108,8 +110,15 @@ def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress:
 
 
 def pretrained_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress: bool = True) -> ClipModel:
-    """The pretrained toy CLIP from the user cache, pretraining it first if it is not there."""
+    """The pretrained toy CLIP: the weights shipped with the package when they come from this recipe
+    (toy_weights.py), else the user cache, else pretrained now (and cached)."""
     from safetensors.torch import load_file, save_file
+
+    from .toy_weights import load_shipped
+
+    shipped = load_shipped(recipe)
+    if shipped is not None:
+        return shipped
 
     path = cache_dir() / f"toy-clip-{recipe_hash(recipe)}.safetensors"
     clip, tokenizer, image_size = build_tiny("toy-clip")
