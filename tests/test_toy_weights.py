@@ -61,3 +61,22 @@ def test_compact_file_round_trip_is_exact(tmp_path):
 def test_recipe_reproduces_the_shipped_file():
     model = toy_clip.pretrain_toy_clip(ToyPretrainRecipe(), progress=False)
     assert state_sha256(model.open_clip_state_dict()) == shipped_metadata(SHIPPED)["sha256"]
+
+
+def test_shipped_and_cached_paths_leave_the_same_model_and_random_state(tmp_path, monkeypatch):
+    """LoRA's initialisation draws from the global RNG right after the model loads: the shipped weights must
+    leave it exactly where the cache path does (runs stay identical to runs made before the weights shipped)."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("SEGPCL_CACHE", str(tmp_path))
+    torch.manual_seed(123)
+    shipped = toy_clip.pretrained_toy_clip()
+    after_shipped = torch.random.get_rng_state()
+    state = {k: v.contiguous() for k, v in shipped.open_clip_state_dict().items()}
+    save_file(state, str(tmp_path / f"toy-clip-{recipe_hash(ToyPretrainRecipe())}.safetensors"))
+    monkeypatch.setattr(toy_weights, "load_shipped", lambda *a, **k: None)
+    torch.manual_seed(123)
+    cached = toy_clip.pretrained_toy_clip()
+    assert torch.equal(torch.random.get_rng_state(), after_shipped)
+    a, b = shipped.state_dict(), cached.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -45,8 +45,9 @@ def _decayed_init(recipe) -> torch.Tensor:
     (1 - lr_t * weight_decay) for every step t, in the order and float arithmetic of AdamW."""
     from .toy_clip import lr_schedule
 
-    torch.manual_seed(recipe.seed)
-    clip, _, _ = build_tiny("toy-clip")  # the recipe's initialisation (pretrain_toy_clip seeds the same way)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(recipe.seed)
+        clip, _, _ = build_tiny("toy-clip")  # the recipe's initialisation (pretrain_toy_clip seeds the same way)
     x = clip.token_embedding.weight.detach().clone()
     factor = lr_schedule(recipe)
     with torch.no_grad():
@@ -111,6 +112,8 @@ def load_shipped(recipe, path: Path = SHIPPED) -> ClipModel | None:
         if state_sha256(state) != meta.get("sha256"):
             log.warning("%s does not rebuild the toy CLIP exactly here; pretraining it from the recipe", path)
             return None
+        # built after the checks, like the cache path (one build_tiny), so the caller's random state moves on
+        # exactly as it does when the weights come from the cache (LoRA's initialisation draws from it next)
         clip, tokenizer, image_size = build_tiny("toy-clip")
         clip.load_state_dict(state, strict=True)
     except Exception as exc:  # a damaged file: the recipe pretrains
