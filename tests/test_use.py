@@ -179,3 +179,37 @@ def test_api_train_with_overrides(tmp_path):
     )
     assert result.metrics["tasks_completed"] == 2
     assert segpcl.load_run(result.run_dir).evaluate()["accuracy"] == result.metrics["accuracy_matrix"][-1]
+
+
+def test_cub200_with_model_tiny_then_predict_without_the_data(tmp_path):
+    """--model tiny on a benchmark whose preset names OpenAI weights trains (the preset's weights are not
+    inherited); once the data set is gone, load_run / predict / export still work from classes.json."""
+    import shutil
+
+    from fakedata import make_split_imagefolder
+    from PIL import Image
+
+    data = tmp_path / "data"
+    make_split_imagefolder(data / "cub200", [f"{i:03d}.bird_{i}" for i in range(1, 201)])
+    out = tmp_path / "run"
+    args = ["train", "--bench", "cub200", "--data-root", str(data), "--model", "tiny", "--max-tasks", "1"]
+    args += ["--epochs", "1", "--device", "cpu", "--workers", "0", "--quiet", "--out", str(out)]
+    args += ["--set", "train.batch_size=16", "--set", "method.k_seed=1", "--set", "method.pgd_steps=1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    names = json.loads((out / "classes.json").read_text())
+    assert len(names["class_names"]) == 200 and "bird 1" in names["class_names"]
+    shutil.rmtree(data)
+
+    clip = segpcl.load_run(out)
+    assert clip.task == 1 and len(clip.class_names) == names["task_sizes"][0]
+    assert clip.class_names == names["class_names"][: len(clip.class_names)]
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(image)
+    result = CliRunner().invoke(main, ["predict", str(out), str(image), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["top"][0]["class"] in clip.class_names
+    result = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["eval", str(out)])
+    assert result.exit_code == 2 and "--data-root" in result.output

@@ -33,7 +33,7 @@ class ContinualCLIP:
         device: str | None = None,
         data_root: str | Path | None = None,
     ) -> ContinualCLIP:
-        return cls(reopen(run_dir, task=task, device=device, data_root=data_root))
+        return cls(reopen(run_dir, task=task, device=device, data_root=data_root, need_data=False))
 
     # -- what it is --------------------------------------------------------------------------------------
     @property
@@ -154,5 +154,7 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
 def load_run(
     run_dir: str | Path, task: int | None = None, device: str | None = None, data_root: str | Path | None = None
 ) -> ContinualCLIP:
-    """The model of a run directory after task `task` (1-based; default the last completed task)."""
+    """The model of a run directory after task `task` (1-based; default the last completed task). Without the
+    run's data set at hand (or at `data_root`) the class names come from the run's classes.json; `evaluate`
+    needs the data."""
     return ContinualCLIP.from_run(run_dir, task=task, device=device, data_root=data_root)

@@ -38,7 +38,7 @@ def export_run(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
-    r = reopen(run_dir, task=task, device="cpu", data_root=data_root)
+    r = reopen(run_dir, task=task, device="cpu", data_root=data_root, need_data=False)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
 

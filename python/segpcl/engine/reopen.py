@@ -16,7 +16,7 @@ import torch
 
 from ..benchmarks.base import TaskStream
 from ..config import RunConfig, validate
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..method.learner import Learner, method_switches
 from ..models.clip import ClipModel
 from ..models.loading import load_clip
@@ -37,7 +37,7 @@ def build_model(cfg: RunConfig, device: torch.device) -> ClipModel:
 def build_learner(
     cfg: RunConfig,
     model: ClipModel,
-    stream: TaskStream,
+    stream: TaskStream | NamesOnlyStream,
     device: torch.device,
     autocast,
     reference_images: torch.Tensor | None = None,
@@ -60,6 +60,56 @@ def build_learner(
     )
 
 
+CLASSES = "classes.json"
+
+
+def write_classes(root: Path, stream: TaskStream) -> None:
+    """<run>/classes.json: the class names in stream order, the prompt templates and the task sizes."""
+    from .checkpoint import write_json
+
+    write_json(
+        Path(root) / CLASSES,
+        {
+            "class_names": stream.class_names,
+            "templates": list(stream.bench.templates),
+            "task_sizes": stream.task_sizes,
+        },
+    )
+
+
+class _Names:
+    def __init__(self, templates: list[str]):
+        self.templates = templates
+
+
+class NamesOnlyStream:
+    """What inference needs of a TaskStream (names, templates, task sizes), read from <run>/classes.json when
+    the data set is not at hand; it has no images."""
+
+    has_data = False
+
+    def __init__(self, class_names: list[str], templates: list[str], task_sizes: list[int]):
+        self.class_names = list(class_names)
+        self.bench = _Names(list(templates))
+        self.task_sizes = [int(n) for n in task_sizes]
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_sizes)
+
+    def task_range(self, t: int) -> range:
+        start = sum(self.task_sizes[:t])
+        return range(start, start + self.task_sizes[t])
+
+
+def _names_only(root: Path) -> NamesOnlyStream | None:
+    try:
+        data = json.loads((root / CLASSES).read_text())
+        return NamesOnlyStream(data["class_names"], data["templates"], data["task_sizes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class Reopened:
     """A run after task `task` (0-based), ready to predict (begin_eval called)."""
@@ -67,7 +117,8 @@ class Reopened:
     root: Path
     cfg: RunConfig
     task: int
-    stream: TaskStream
+    stream: TaskStream | NamesOnlyStream
+    """The run's task stream, or only its names (classes.json) when the data set is not at hand."""
     model: ClipModel
     learner: Learner
     device: torch.device
@@ -102,11 +153,13 @@ def reopen(
     task: int | None = None,
     device: str | None = None,
     data_root: str | Path | None = None,
+    need_data: bool = True,
 ) -> Reopened:
     """Reassemble the run in `run_dir` after task `task` (1-based; default the last completed task).
 
     `device` overrides the run's train.device ("cpu" when None and the run's device is not available here);
-    `data_root` points at the benchmark's data elsewhere (the class names and the test images come from it)."""
+    `data_root` points at the benchmark's data elsewhere (the class names and the test images come from it).
+    With `need_data=False`, a run whose data set is not at hand opens from its classes.json (prediction only)."""
     from .trainer import build_stream, image_size_guess, load_run_config
 
     root = Path(run_dir)
@@ -122,9 +175,14 @@ def reopen(
     k = checkpoint_task(run, task)
     dev = resolve_device(cfg.train.device)
     guess = image_size_guess(cfg.model.arch)
-    stream = build_stream(cfg, guess, root)
+    try:
+        stream = build_stream(cfg, guess, root)
+    except DataError:
+        stream = _names_only(root) if not need_data else None
+        if stream is None:
+            raise
     model = build_model(cfg, dev)
-    if model.image_size != guess:
+    if model.image_size != guess and not isinstance(stream, NamesOnlyStream):
         stream = build_stream(cfg, model.image_size, root)
     switches = method_switches(cfg.method.name)
     # the distillation source of lora+distill-ref is a training-time input only; inference never reads it
@@ -153,6 +211,11 @@ def evaluate_task(reopened: Reopened, progress: bool = False) -> dict:
     from .trainer import _Loaders
 
     r = reopened
+    if isinstance(r.stream, NamesOnlyStream):
+        raise DataError(
+            f"the data set of {r.root} ({r.cfg.data.bench} at {r.cfg.data.data_root}) is not there: pass --data-root "
+            "(or data_root=) where its test images are"
+        )
     loaders = _Loaders(r.cfg, r.device)
     correct, total, skipped = evaluate_seen(
         r.learner.predict,

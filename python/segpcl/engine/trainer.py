@@ -44,7 +44,7 @@ from .device import autocast_factory, is_main_process, resolve_device, seed_ever
 from .evaluate import evaluate_seen
 from .logs import RunLogger
 from .reference import reference_images
-from .reopen import build_learner, build_model
+from .reopen import build_learner, build_model, write_classes
 from .transfer import record_transfer
 
 log = logging.getLogger("segpcl")
@@ -603,6 +603,7 @@ def _run(
         zs = {name: {"before": acc} for name, acc in zero_shot_accuracies(model, cfg, device, progress).items()}
 
     task_of_class = stream.task_of_position()
+    write_classes(run.root, stream)  # lets load_run / segpcl predict / export work where the data set is absent
     identity = run_identity(cfg)
     logger = RunLogger(run.root, cfg.train.log, sum(int(i.get("steps", 0)) for i in task_info))
     n_run = min(stream.n_tasks, cfg.data.max_tasks or stream.n_tasks)  # --max-tasks: the first N tasks only
