@@ -99,6 +99,8 @@ def test_cli_errors_are_one_line(run, tmp_path):
     assert result.exit_code == 2 and "no checkpoint of task 5" in result.output
     result = CliRunner().invoke(main, ["eval", str(tmp_path)])
     assert result.exit_code == 2 and "not a segpcl run directory" in result.output
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "nope"), str(tmp_path)])
+    assert result.exit_code == 2 and "no such run directory" in result.output
     result = CliRunner().invoke(main, ["predict", str(run.run_dir), str(tmp_path / "missing.png")])
     assert result.exit_code == 2 and "does not exist" in result.output
 

@@ -24,6 +24,13 @@ class ContinualCLIP:
 
     def __init__(self, reopened: Reopened):
         self._r = reopened
+        self._branch = "run"  # reopen() prepared the run's own inference
+
+    def _use(self, branch: str | None) -> None:
+        branch = branch or "run"
+        if branch != self._branch:
+            set_branch(self._r, branch)
+            self._branch = branch
 
     @classmethod
     def from_run(
@@ -83,15 +90,11 @@ class ContinualCLIP:
         CLIP path alone ("clip") or the dual path ("dual")."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ConfigError(f"predict takes images [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
-        set_branch(self._r, branch)
-        try:
-            out = [
-                self._r.learner.predict(images[i : i + batch_size].to(self.device)).float().cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-        finally:
-            if branch not in (None, "run"):
-                set_branch(self._r, None)
+        self._use(branch)
+        out = [
+            self._r.learner.predict(images[i : i + batch_size].to(self.device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
         return torch.cat(out) if out else torch.empty(0, len(self.class_names))
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
@@ -130,6 +133,7 @@ class ContinualCLIP:
 
     def evaluate(self, progress: bool = False) -> dict:
         """Accuracy on the test images of all classes seen up to `task`, as the trainer measured it."""
+        self._use("run")
         return evaluate_task(self._r, progress)
 
 

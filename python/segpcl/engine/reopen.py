@@ -165,6 +165,8 @@ def reopen(
     root = Path(run_dir)
     if root.is_file() and root.name == "config.yaml":
         root = root.parent
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such run directory (pass the --out folder of a segpcl train run)")
     cfg = copy.deepcopy(load_run_config(root))
     if data_root is not None:
         cfg.data.data_root = str(data_root)
