@@ -73,7 +73,7 @@ def test_function_signatures_match(name):
 
 def test_method_signatures_match():
     stub = _methods(_stub_class(_stub_tree(), "PrototypeBank"))
-    for name in ("update", "set_means", "migrate", "means", "counts", "state_dict", "from_state"):
+    for name in ("update", "add_sums", "set_means", "migrate", "means", "counts", "state_dict", "from_state"):
         runtime = inspect.signature(getattr(_core.PrototypeBank, name))
         params = [p for p in runtime.parameters if p not in ("self", "$self")]
         assert _stub_params(stub[name]) == params, name

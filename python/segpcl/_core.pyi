@@ -104,6 +104,16 @@ class PrototypeBank:
             labels: int64 [N], class ids >= 0 (new ids create classes).
         """
 
+    def add_sums(self, class_ids: npt.ArrayLike, sums: npt.ArrayLike, counts: npt.ArrayLike) -> None:
+        """Add per-class feature sums and sample counts (e.g. another process's shard, from its
+        :meth:`state_dict`): the same as :meth:`update` with those samples, up to float rounding.
+
+        Args:
+            class_ids: int64 [K], unique, >= 0 (new ids create classes).
+            sums: float64 [K, dim], finite.
+            counts: int64 [K], >= 0 (a class with count 0 is left unchanged).
+        """
+
     def means(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """``(class_ids int64 [C], prototypes float32 [C, dim])``, ids ascending."""
 

@@ -343,13 +343,23 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
     help="With --resume: continue after this task's checkpoint (1-based; 0 retrains all); later ones are discarded.",
 )
 @click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Data-parallel processes on this node (torchrun's launcher; train.batch_size is the global batch).",
+)
 @click.pass_context
-def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
+def train(ctx, bench, method, out, resume, from_task, quiet, nproc, **kw):
     """Train a method on a class-incremental benchmark (default: SeGP-CL on the toy benchmark)."""
+    from .engine import distributed
     from .engine.trainer import run_training
     from .errors import ConfigError
     from .report import accuracy_table
 
+    if nproc > 1 and distributed.env_world_size() <= 1:
+        ctx.exit(distributed.launch(nproc, _without_nproc(sys.argv[1:])))
     if resume is None:
         if from_task is not None:
             raise ConfigError("--from-task applies only with --resume DIR")
@@ -358,8 +368,23 @@ def train(ctx, bench, method, out, resume, from_task, quiet, **kw):
         result = run_training(
             resume=resume, progress=not quiet, resume_overrides=_resume_overrides(ctx, kw), from_task=from_task
         )
-    click.echo(accuracy_table(result.metrics))
-    click.echo(f"run directory: {result.run_dir}")
+    distributed.shutdown()
+    if distributed.env_rank() == 0:  # under torchrun only rank 0 prints
+        click.echo(accuracy_table(result.metrics))
+        click.echo(f"run directory: {result.run_dir}")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line of every process `segpcl train --nproc N` starts: the same, without --nproc."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @main.command()

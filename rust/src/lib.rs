@@ -328,6 +328,31 @@ mod bindings {
             py.detach(|| bank.update(f, l)).map_err(invalid)
         }
 
+        /// Add per-class sums float64 [K, dim] and counts int64 [K] (>= 0) to class_ids int64 [K].
+        fn add_sums(
+            &mut self,
+            py: Python<'_>,
+            class_ids: &Bound<'_, PyAny>,
+            sums: &Bound<'_, PyAny>,
+            counts: &Bound<'_, PyAny>,
+        ) -> PyResult<()> {
+            let dim = self.inner.dim();
+            let ids = ids_arg(class_ids, "class_ids", "K")?;
+            let sums = array_arg::<f64>(sums, "sums", "[K, dim]", Kind::Float64)?;
+            let counts = ids_arg(counts, "counts", "K")?;
+            if sums.shape() != [ids.len(), dim] {
+                return Err(value_error(format!(
+                    "sums must have shape [K, dim] = [{}, {dim}], got shape {}",
+                    ids.len(),
+                    shape_str(sums.shape())
+                )));
+            }
+            check_len("counts", counts.len(), ids.len(), "K")?;
+            let (i, s, n) = (data(&ids)?, data(&sums)?, data(&counts)?);
+            let bank = &mut self.inner;
+            py.detach(|| bank.add_sums(i, s, n)).map_err(invalid)
+        }
+
         /// (class_ids int64 [C], prototypes float32 [C, dim]), ids ascending.
         fn means<'py>(&self, py: Python<'py>) -> PyResult<MeanArrays<'py>> {
             let (ids, means) = py.detach(|| self.inner.means());

@@ -169,6 +169,50 @@ impl PrototypeBank {
         Ok(())
     }
 
+    /// Add per-class feature sums (row-major `[K, dim]`, f64) and sample counts (`[K]`, >= 0) to
+    /// `class_ids` (unique, >= 0): what `update` would do with those samples, already summed (e.g. the
+    /// sums of other processes' shards). A class with count 0 is left as it is.
+    pub fn add_sums(&mut self, class_ids: &[i64], sums: &[f64], counts: &[i64]) -> Result<()> {
+        check_rows(
+            "sums",
+            sums.len(),
+            class_ids.len(),
+            self.dim,
+            "len(class_ids)",
+        )?;
+        if counts.len() != class_ids.len() {
+            return Err(InvalidInput(format!(
+                "counts must have shape [len(class_ids)] = [{}], got [{}]",
+                class_ids.len(),
+                counts.len()
+            )));
+        }
+        check_class_ids("class_ids", class_ids)?;
+        check_unique("class_ids", class_ids)?;
+        check_finite_f64("sums", sums)?;
+        if let Some(&bad) = counts.iter().find(|&&n| n < 0) {
+            return Err(InvalidInput(format!(
+                "counts must all be >= 0, found {bad}"
+            )));
+        }
+        for ((&id, row), &n) in class_ids
+            .iter()
+            .zip(sums.chunks_exact(self.dim))
+            .zip(counts)
+        {
+            if n == 0 {
+                continue;
+            }
+            let slot = self.slot_or_insert(id);
+            self.counts[slot] += n;
+            let sum = &mut self.sums[slot * self.dim..(slot + 1) * self.dim];
+            for (s, &f) in sum.iter_mut().zip(row) {
+                *s += f;
+            }
+        }
+        Ok(())
+    }
+
     /// `(class_ids, means)`: ids ascending, means row-major `[C, dim]` (f32 of `sum / count`).
     pub fn means(&self) -> (Vec<i64>, Vec<f32>) {
         let mut out = vec![0.0f32; self.len() * self.dim];
@@ -796,6 +840,22 @@ mod tests {
         }
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert!(exp_nonpositive(f64::NEG_INFINITY) < 1e-300);
+    }
+
+    #[test]
+    fn add_sums_equals_update() {
+        let mut a = PrototypeBank::new(2).unwrap();
+        a.update(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 1, 3])
+            .unwrap();
+        let mut b = PrototypeBank::new(2).unwrap();
+        b.update(&[1.0, 2.0], &[3]).unwrap();
+        b.add_sums(&[1, 3, 7], &[3.0, 4.0, 5.0, 6.0, 0.0, 0.0], &[1, 1, 0])
+            .unwrap();
+        assert_eq!(a.means(), b.means());
+        assert_eq!(a.counts(), b.counts());
+        assert!(b.add_sums(&[1, 1], &[0.0; 4], &[1, 1]).is_err());
+        assert!(b.add_sums(&[1], &[0.0; 2], &[-1]).is_err());
+        assert!(b.add_sums(&[1], &[f64::NAN, 0.0], &[1]).is_err());
     }
 
     #[test]

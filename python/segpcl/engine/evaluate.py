@@ -30,4 +30,7 @@ def evaluate_seen(
         total += np.bincount(tasks.numpy(), minlength=n_tasks_seen)[:n_tasks_seen]
         hit = (pred == labels).numpy()
         correct += np.bincount(tasks.numpy()[hit], minlength=n_tasks_seen)[:n_tasks_seen]
+    reduce = getattr(loader, "reduce_counts", None)  # a shard of several processes: the sums over all ranks
+    if reduce is not None:
+        return reduce(correct.tolist(), total.tolist(), skipped)
     return correct.tolist(), total.tolist(), skipped

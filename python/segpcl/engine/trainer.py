@@ -39,6 +39,7 @@ from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
 from ..models.lora import frozen_teacher, load_adapter, lora_parameters, save_adapter
 from ..report import accuracy_svg
+from . import distributed
 from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
 from .device import autocast_factory, is_main_process, resolve_device, seed_everything, task_seed
 from .evaluate import evaluate_seen
@@ -174,6 +175,9 @@ def _train_task(
             keep = labels != BAD_LABEL
             skipped += int((~keep).sum()) if epoch == 0 else 0
             if not keep.any():
+                if distributed.active():  # the other ranks step: take part with a zero gradient
+                    optimizer_step(sum(p.sum() for p in params) * 0.0, opt, params, cfg.train.grad_clip)
+                    sched.step()
                 continue
             images = images[keep].to(learner.device, non_blocking=True)
             labels = labels[keep].to(learner.device, non_blocking=True)
@@ -213,6 +217,8 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list,
     """The trainer's update (also what `segpcl bench overhead` times): backward, norm clip (0: off), step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if distributed.active():  # several processes (torchrun): the mean gradient of the global batch
+        distributed.average_gradients(params)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
@@ -232,7 +238,15 @@ def run_training(
     With `resume`, the run's config.yaml is loaded and `resume_overrides` (e.g. a lower train.lr or another
     device) are checked, then applied for the remaining tasks and written back; the run continues after the
     last verified checkpoint (or after task `from_task`, 1-based; 0 retrains from the start). The run
-    directory is locked for the whole call."""
+    directory is locked for the whole call.
+
+    Under torchrun (WORLD_SIZE > 1) the process group is joined here; rank 0 does all of the above and the
+    other ranks follow it (engine/distributed.py)."""
+    if distributed.init_from_env(_device_name(cfg, resume, resume_overrides)):
+        from .sharded import leading, run_ranks
+
+        if not leading():
+            return run_ranks(run_training, cfg, out_dir, resume, progress, sampler_factory, resume_overrides, from_task)
     if resume is not None:
         return _resume(Path(resume), resume_overrides or {}, from_task, progress, sampler_factory)
     if cfg is None:
@@ -278,6 +292,20 @@ def run_training(
                     break
                 folder = folder.parent
         raise
+
+
+def _device_name(cfg: RunConfig | None, resume, overrides: dict | None) -> str:
+    """The run's train.device (which backend the process group uses), without loading anything else."""
+    if overrides and overrides.get("train.device"):
+        return str(overrides["train.device"])
+    if cfg is not None:
+        return cfg.train.device
+    if resume is not None:
+        try:
+            return load_run_config(Path(resume)).train.device
+        except SegpclError:
+            return "auto"
+    return "auto"
 
 
 def is_run_dir(root: Path) -> bool:
@@ -552,21 +580,33 @@ def _run(
 ) -> RunResult:
     """The task loop; `start_after`: the verified checkpoint to continue after (None: the first task)."""
     validate(cfg)
+    ranks = distributed.active()
+    if ranks:
+        from .sharded import NoLogger, ShardedLoaders, announce
+
+        announce(cfg, run.root, start_after)  # rank 0: the followers start their loop from here
+    main = distributed.rank() == 0
     switches = method_switches(cfg.method.name)
-    device = resolve_device(cfg.train.device)
+    device = distributed.local_device(resolve_device(cfg.train.device))
     if device.type == "cuda":
         torch.cuda.set_device(device)  # Triton launches on the current device
     guess = image_size_guess(cfg.model.arch)
-    stream = build_stream(cfg, guess, run.root)  # the data is checked before any weights load
+    stream_dir = run.root if main else None  # rank 0 writes files a benchmark keeps in the run (a split list)
+    stream = build_stream(cfg, guess, stream_dir)  # the data is checked before any weights load
     if device.type != "cuda" and cfg.model.precision == "bf16":
         log.warning("model.precision=bf16 is autocast on CUDA only; running fp32 on %s", device)
     autocast = autocast_factory(device, cfg.model.precision)
     model = build_model(cfg, device)  # seeded from train.seed (engine/reopen.py: load_run builds it the same way)
     if model.image_size != guess:
-        stream = build_stream(cfg, model.image_size, run.root)
+        stream = build_stream(cfg, model.image_size, stream_dir)
     references = reference_images(cfg, model.image_size) if switches.source == "ref" else None
     learner = build_learner(cfg, model, stream, device, autocast, references)
     loaders = _Loaders(cfg, device, sampler_factory)
+    task_batches = loaders.ordered_batches
+    if ranks:  # each rank scans and encodes its shard; anchors and prototypes are merged (learner.comm)
+        learner.comm = distributed.AnchorComm()
+        loaders = ShardedLoaders(cfg, device, learner.comm)
+        task_batches = loaders.shard_batches
     env = {**environment(), "device": str(device)}
     matrix = AccuracyMatrix(stream.n_tasks)
     timings: list[dict] = []
@@ -603,9 +643,11 @@ def _run(
         zs = {name: {"before": acc} for name, acc in zero_shot_accuracies(model, cfg, device, progress).items()}
 
     task_of_class = stream.task_of_position()
-    write_classes(run.root, stream)  # lets load_run / segpcl predict / export work where the data set is absent
+    if main:
+        write_classes(run.root, stream)  # lets load_run / segpcl predict / export work where the data set is absent
     identity = run_identity(cfg)
-    logger = RunLogger(run.root, cfg.train.log, sum(int(i.get("steps", 0)) for i in task_info))
+    steps_done = sum(int(i.get("steps", 0)) for i in task_info)
+    logger = RunLogger(run.root, cfg.train.log, steps_done) if main else NoLogger()
     n_run = min(stream.n_tasks, cfg.data.max_tasks or stream.n_tasks)  # --max-tasks: the first N tasks only
     started["training"] = True
     t = start
@@ -616,7 +658,8 @@ def _run(
             train_set = stream.train_set(t)
             times: dict[str, float] = {"transfer_eval": fwt_seconds}
             t0 = time.perf_counter()
-            info = learner.before_task(t, loaders.ordered_batches(train_set))
+            info = learner.before_task(t, task_batches(train_set))
+            distributed.dump_anchors(learner.anchors, t)  # SEGPCL_DEBUG_ANCHORS only
             times["before_task"] = time.perf_counter() - t0
             diagnosis_teacher = None
             if cfg.train.diagnose and switches.train and t >= 1:
@@ -647,7 +690,7 @@ def _run(
                 times["diagnose"] += time.perf_counter() - t0
                 log.info("%s", drift_table(drift[-1:]))
             t0 = time.perf_counter()
-            info.update(learner.after_task(t, loaders.ordered_batches(train_set)))
+            info.update(learner.after_task(t, task_batches(train_set)))
             times["after_task"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             learner.begin_eval(t)
@@ -682,6 +725,8 @@ def _run(
                 save_prototypes(folder / "prototypes.npz", learner.state_dict()["prototypes"])
                 write_json(folder / "state.json", state)
 
+            if not main:  # rank 0 writes the run directory
+                continue
             run.save_task(t, contents, identity)  # the checkpoint first: metrics.json never runs ahead of it
             write_json(run.metrics_path, metrics)
             logger.on_task(t, metrics)  # metrics.csv, TensorBoard
@@ -701,7 +746,9 @@ def _run(
     finally:
         logger.close()
     metrics = _metrics(cfg, stream, matrix, timings, task_info, skipped, zs, env, drift)
-    write_json(run.metrics_path, metrics)
+    if main:
+        write_json(run.metrics_path, metrics)
+    distributed.barrier()  # the followers end with rank 0's last write
     return RunResult(run.root, metrics, stream.class_names)
 
 

@@ -168,9 +168,13 @@ def _stream_seeds(
     k_seed: int,
     per_class: bool,
     autocast,
+    comm=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seed selection over a stream of image batches, keeping only the images that can still be chosen.
-    Returns (seed images, seed indices, targets) in the order select_seeds(_per_class) gives."""
+    Returns (seed images, seed indices, targets) in the order select_seeds(_per_class) gives.
+
+    With `comm` (engine/distributed.py) the batches are this rank's shard: every rank's candidates are merged
+    (by dataset index) before the final selection, which is then the one a single process makes."""
     keep_x = keep_idx = keep_feat = None
     offset = 0
     for x in batches:
@@ -187,6 +191,10 @@ def _stream_seeds(
             chosen, _ = select_seeds(feats, text_old, k_seed)
             chosen = torch.sort(chosen).values
         keep_x, keep_idx, keep_feat = x[chosen], idx[chosen], feats[chosen]
+    if comm is not None:
+        if keep_idx is not None:
+            keep_idx = comm.global_indices(keep_idx)
+        keep_x, keep_idx, keep_feat = comm.merge_candidates(keep_x, keep_idx, keep_feat, text_old.device)
     if keep_x is None:
         raise ValueError("no images to build anchors from")
     select = select_seeds_per_class if per_class else select_seeds
@@ -278,17 +286,25 @@ def build_anchors(
     early_stop_margin: float | None = None,
     batch_size: int = 64,
     autocast: Autocast = contextlib.nullcontext,
+    comm=None,
 ) -> AnchorSet:
     """Anchors from the new-task image batches (unshuffled, on the teacher's device) with the frozen teacher.
 
     text_seen: [C_seen, d] teacher text embeddings, old classes first. Only the images that can still be chosen
-    as seeds are kept in memory, never the whole task. pgd=False makes the seeds themselves the anchors."""
+    as seeds are kept in memory, never the whole task. pgd=False makes the seeds themselves the anchors.
+
+    comm (several processes, engine/distributed.py): `batches` is this rank's shard; the seeds are merged across
+    ranks, chunk i of the PGD runs on rank i % N and the chunks are gathered: every rank returns the anchor set
+    one process would (seed_indices are then dataset indices, equal unless images were unreadable)."""
     text_old = text_seen[:n_old]
-    seeds, seed_idx, targets = _stream_seeds(encode_image, batches, text_old, k_seed, per_class, autocast)
+    seeds, seed_idx, targets = _stream_seeds(encode_image, batches, text_old, k_seed, per_class, autocast, comm)
     text_pgd = text_old if pgd_classes == "old" else text_seen
     if pgd:
         parts = []
-        for x, y in zip(_chunks(seeds, batch_size), _chunks(targets, batch_size), strict=True):
+        for i, (x, y) in enumerate(zip(_chunks(seeds, batch_size), _chunks(targets, batch_size), strict=True)):
+            if comm is not None and i % comm.world != comm.rank:
+                parts.append(None)
+                continue
             delta = run_pgd(
                 encode_image,
                 x,
@@ -305,6 +321,9 @@ def build_anchors(
                 balance,
             )
             parts.append((x + delta).clamp_(0, 1))
+        if comm is not None:
+            mine = {i: p for i, p in enumerate(parts) if p is not None}
+            parts = comm.gather_chunks(mine, len(parts), seeds.device)
         images = torch.cat(parts)
     else:
         images = seeds

@@ -117,6 +117,9 @@ class Learner:
         self._eval_text: torch.Tensor | None = None
         self._eval_protos: torch.Tensor | None = None
         self._anchor_gen = torch.Generator()
+        self.comm = None
+        """Set by the engine under several processes (engine/distributed.py AnchorComm): the batches given to
+        before_task/after_task are then this rank's shard, merged through it."""
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def n_seen(self, t: int | None = None) -> int:
@@ -232,6 +235,7 @@ class Learner:
             balance=cfg.pgd_balance,
             early_stop_margin=cfg.early_stop_margin,
             autocast=self.autocast,
+            comm=self.comm,
         )
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -293,8 +297,16 @@ class Learner:
                 anchor_targets=self.anchors.targets,
             )
             info["mean_prototype_shift"] = float(shifts.norm(dim=1).mean())
+        if self.comm is None:
+            for images, labels in train_batches():
+                self.prototypes.add(self._encode_batched(images)[1], labels)
+            return info
+        shard = PrototypeMemory(self.prototypes.bank.dim)  # this rank's shard, then every rank's, in rank order
         for images, labels in train_batches():
-            self.prototypes.add(self._encode_batched(images)[1], labels)
+            shard.add(self._encode_batched(images)[1], labels)
+        for state in self.comm.gather(shard.state_dict() if len(shard) else None):
+            if state is not None:
+                self.prototypes.bank.add_sums(state["class_ids"], state["sums"], state["counts"])
         return info
 
     def _encode_batched(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
