@@ -97,6 +97,11 @@ def test_two_processes_match_one(runs):
     for key in ("teacher_logits", "teacher_features"):
         assert torch.allclose(a[key], b[key], atol=1e-3), key
     assert one["task_info"][1]["anchor_stats"]["anchors"] == two["task_info"][1]["anchor_stats"]["anchors"]
+    # the logged losses are over the whole global batch (the ranks' means averaged): task 1 starts from the same
+    # weights on the same batches
+    assert one["task_info"][0]["steps"] == two["task_info"][0]["steps"] >= 2
+    assert abs(one["task_info"][0]["mean_ce"] - two["task_info"][0]["mean_ce"]) < 1e-4
+    assert one["skipped_images"] == two["skipped_images"]
     for t in range(2):
         p = np.load(root / "one" / "checkpoints" / f"task_{t:02d}" / "prototypes.npz")
         q = np.load(root / "two" / "checkpoints" / f"task_{t:02d}" / "prototypes.npz")

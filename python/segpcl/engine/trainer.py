@@ -582,7 +582,7 @@ def _run(
     validate(cfg)
     ranks = distributed.active()
     if ranks:
-        from .sharded import NoLogger, ShardedLoaders, announce
+        from .sharded import NoLogger, ShardedLoaders, announce, reduce_task_info
 
         announce(cfg, run.root, start_after)  # rank 0: the followers start their loop from here
     main = distributed.rank() == 0
@@ -679,6 +679,8 @@ def _run(
                         logger.on_step,
                     )
                 )
+                if ranks:  # the whole batch's numbers: unreadable images summed, mean losses averaged over ranks
+                    info.update(reduce_task_info(info))
                 skipped["train"] += info.pop("skipped_images")
                 times["train"] = time.perf_counter() - t0
             if diagnosis_teacher is not None:
