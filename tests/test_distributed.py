@@ -187,6 +187,49 @@ def test_killed_rank_stops_the_run(tmp_path):
     assert not (out / "checkpoints" / "task_01").exists()
 
 
+def test_dead_peer_without_torchrun_is_one_clear_error(tmp_path):
+    """Two processes started by hand (no torchrun agent to stop the group): the survivor's collective fails, and
+    it exits with one `error:` line instead of gloo's traceback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "manual"
+    args = [a if a != "data.max_train_per_class=2" else "data.max_train_per_class=8" for a in ARGS]
+    cmd = [sys.executable, "-m", "segpcl", *args, "--epochs", "3", "--out", str(out)]
+    common = dict(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), SEGPCL_DIST_TIMEOUT="30")
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=_env(RANK=str(r), LOCAL_RANK=str(r), **common),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "log.txt").exists():
+            assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        procs[1].kill()
+        t0 = time.monotonic()
+        _, stderr = procs[0].communicate(timeout=90)
+        elapsed = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert procs[0].returncode == 2, stderr[-3000:]
+    assert elapsed < 60
+    assert "error: rank 0 lost contact with another training process" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+
+
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:

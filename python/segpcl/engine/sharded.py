@@ -125,6 +125,7 @@ def run_ranks(run_training, cfg, out_dir, resume, progress, sampler_factory, res
             if not _state["announced"]:
                 _state["announced"] = True
                 distributed.broadcast_object(("error", f"{type(exc).__name__}: {exc}"))
+            _raise_lost_peer(exc)
             raise
         finally:
             _state["leading"] = False
@@ -133,4 +134,24 @@ def run_ranks(run_training, cfg, out_dir, resume, progress, sampler_factory, res
     if message[0] == "error":
         raise TrainingError(f"rank 0 stopped before training ({message[1]}); rank {distributed.rank()} stops too")
     _, cfg, root, start_after = message
-    return _run(cfg, RunDir(Path(root)), start_after, False, sampler_factory, {"training": False})
+    try:
+        return _run(cfg, RunDir(Path(root)), start_after, False, sampler_factory, {"training": False})
+    except BaseException as exc:
+        _raise_lost_peer(exc)
+        raise
+
+
+_COLLECTIVE_FAILURE = ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out", "timed out")
+
+
+def _raise_lost_peer(exc: BaseException) -> None:
+    """A collective that failed because another rank died or stopped answering becomes one clear error."""
+    is_dist = isinstance(exc, getattr(torch.distributed, "DistError", ()))
+    if not is_dist and not (isinstance(exc, RuntimeError) and any(s in str(exc) for s in _COLLECTIVE_FAILURE)):
+        return
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    raise TrainingError(
+        f"rank {distributed.rank()} lost contact with another training process ({first}); it died or did not "
+        f"answer within {distributed.timeout_seconds():.0f} s ({distributed.TIMEOUT_ENV}). Completed tasks are "
+        "saved in the run directory: continue with `segpcl train --resume DIR` (under torchrun or --nproc)"
+    ) from exc
