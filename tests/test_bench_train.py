@@ -79,7 +79,14 @@ def test_train_two_tasks_on_each_fake_layout(tmp_path, bench):
     sizes = [n // 2, n - n // 2]
     out = tmp_path / "run"
     args = ["train", "--bench", bench, "--data-root", str(tmp_path / "data"), "--out", str(out), "--quiet"]
-    args += _tiny_sets({"data.task_sizes": f"[{sizes[0]},{sizes[1]}]", "method.k_seed": 8, "method.pgd_steps": 1})
+    args += _tiny_sets(
+        {
+            "data.task_sizes": f"[{sizes[0]},{sizes[1]}]",
+            "method.k_seed": 8,
+            "method.seed_mode": "global",
+            "method.pgd_steps": 1,
+        }
+    )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -21,9 +21,14 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ClipModel(nn.Module):
-    def __init__(self, clip: nn.Module, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
+    def __init__(
+        self, clip: nn.Module, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD, linearize: bool = True
+    ):
+        """linearize=False keeps open_clip's nn.MultiheadAttention (the toy CLIP's pretraining recipe, which made
+        the shipped weights through it: same function, other float rounding)."""
         super().__init__()
-        linearize_attention(clip)
+        if linearize:
+            linearize_attention(clip)
         self.clip = clip
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
