@@ -632,7 +632,7 @@ def format_overhead(r: dict) -> str:
         f"  text tower fwd+bwd ({s['text_prompts_per_step']} prompts) {_ms(bd['text_fwd_bwd_s']).strip()}, image "
         f"tower fwd+bwd at B={s['batch_size']} {_ms(bd['image_fwd_bwd_B_s']).strip()}, at B+A="
         f"{s['batch_size'] + s['anchors_per_step_effective']} {_ms(bd['image_fwd_bwd_B_plus_A_s']).strip()}, rest "
-        f"of the LoRA step (loss, clip, AdamW) {_ms(bd['rest_of_lora_step_s']).strip()}",
+        f"of the LoRA step (loss, clip, optimizer) {_ms(bd['rest_of_lora_step_s']).strip()}",
         f"  ACGD puts A anchors through the image tower: (B+A)/B = {bd['image_work_ratio']:.2f}x image work; "
         + (
             "TSGR reuses the text embeddings CE computes. "
