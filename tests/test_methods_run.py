@@ -95,7 +95,7 @@ def test_reference_folder_is_read(tmp_path):
     assert images.shape == (3, 3, 32, 32)  # the unreadable file is skipped
 
 
-def test_raw_space_prototypes_have_the_visual_width(runs):
+def test_raw_space_prototypes_have_the_visual_width():
     from segpcl.method.learner import Learner
     from segpcl.models.loading import load_clip
 

@@ -225,7 +225,7 @@ def measure_overhead(cfg: OverheadConfig) -> dict:
 
 
 def _measure(cfg: OverheadConfig) -> dict:
-    from .config import RunConfig, TrainSection
+    from .config import RunConfig
     from .engine.device import autocast_factory, resolve_device
     from .engine.trainer import make_optimizer, optimizer_step
     from .method import anchors as anchors_module
@@ -302,7 +302,7 @@ def _measure(cfg: OverheadConfig) -> dict:
     n_edges = seg.tsgr.n_edges if seg.tsgr is not None else 0
 
     params = lora_parameters(model)
-    opt = make_optimizer(params, RunConfig(train=TrainSection()))
+    opt = make_optimizer(params, RunConfig())  # the default train section: what training uses
     finite = {"all": True}
 
     def train_step(lrn: Learner, anchors: int | None = None) -> None:

@@ -164,6 +164,19 @@ mod bindings {
         Ok(array.into_pyarray(py))
     }
 
+    /// The `sim` argument of the graph functions: a square float32 matrix and its size C.
+    fn square_arg<'py>(sim: &Bound<'py, PyAny>) -> PyResult<(PyReadonlyArrayDyn<'py, f32>, usize)> {
+        let sim = array_arg::<f32>(sim, "sim", "[C, C]", Kind::Float32)?;
+        let shape = sim.shape().to_vec();
+        if shape[0] != shape[1] {
+            return Err(value_error(format!(
+                "sim must be a square float32 array of shape [C, C], got shape {}",
+                shape_str(&shape)
+            )));
+        }
+        Ok((sim, shape[0]))
+    }
+
     /// Key-relation edges of a class-similarity matrix sim (float32 [C, C]).
     ///
     /// sim is symmetrised first (its mean with its transpose where they differ). Each node keeps
@@ -179,17 +192,10 @@ mod bindings {
         threshold: Option<f64>,
     ) -> PyResult<EdgeArrays<'py>> {
         let k = graph::validate_k(k).map_err(invalid)?;
-        let sim = array_arg::<f32>(sim, "sim", "[C, C]", Kind::Float32)?;
-        let shape = sim.shape().to_vec();
-        if shape[0] != shape[1] {
-            return Err(value_error(format!(
-                "sim must be a square float32 array of shape [C, C], got shape {}",
-                shape_str(&shape)
-            )));
-        }
+        let (sim, c) = square_arg(sim)?;
         let values = data(&sim)?;
         let edges = py
-            .detach(|| graph::select_key_edges(values, shape[0], k, threshold))
+            .detach(|| graph::select_key_edges(values, c, k, threshold))
             .map_err(invalid)?;
         let flat: Vec<i64> = edges
             .edges
@@ -215,17 +221,9 @@ mod bindings {
         if k < 1 {
             return Err(value_error(format!("k must be an integer >= 1, got {k}")));
         }
-        let sim = array_arg::<f32>(sim, "sim", "[C, C]", Kind::Float32)?;
-        let shape = sim.shape().to_vec();
-        if shape[0] != shape[1] {
-            return Err(value_error(format!(
-                "sim must be a square float32 array of shape [C, C], got shape {}",
-                shape_str(&shape)
-            )));
-        }
+        let (sim, c) = square_arg(sim)?;
         let roots = ids_arg(roots, "roots", "R")?;
         let (values, ids) = (data(&sim)?, data(&roots)?);
-        let c = shape[0];
         let k = usize::try_from(k).unwrap_or(usize::MAX);
         let picked = py
             .detach(|| graph::select_neighbors(values, c, ids, k))

@@ -61,16 +61,7 @@ OMNIBENCHMARK_TEMPLATES = [
     "a bright photo of a {}.",
 ]
 
-IMAGENET_SUB_TEMPLATES = [
-    "a photo of a {}.",
-    "a bad photo of a {}.",
-    "a photo of the large {}.",
-    "a photo of the small {}.",
-    "a cropped photo of the {}.",
-    "a close-up photo of a {}.",
-    "itap of a {}.",
-    "a good photo of the {}.",
-]
+IMAGENET_SUB_TEMPLATES = [*GENERIC_TEMPLATES, "a good photo of the {}."]
 """A few of CLIP's ImageNet prompts."""
 
 UCF101_TEMPLATES = [

@@ -208,13 +208,12 @@ class Learner:
         scale = float(self.teacher.logit_scale())
         if s.source == "ref":
             images = self.reference_images.to(self.device)
-            with torch.no_grad(), self.autocast():
-                f, _ = batched_encode(encode, images, autocast=self.autocast)
-            targets = (f @ self.teacher_text[:n_old].float().T).argmax(dim=1)
-            seeds = torch.arange(len(images), device=self.device)
-            return anchor_set(encode, images, targets, seeds, self.teacher_text, n_old, scale, autocast=self.autocast)[
-                0
-            ]
+            index = torch.arange(len(images), device=self.device)
+            anchors, _ = anchor_set(
+                encode, images, index, index, self.teacher_text, n_old, scale, autocast=self.autocast
+            )
+            anchors.targets = anchors.teacher_logits.argmax(dim=1)  # each image's nearest old class, same forward
+            return anchors
         lambda_p = 0.0 if s.text_only_pgd else cfg.lambda_p
         protos = self.prototypes.matrix(n_old, device=self.device) if lambda_p != 0 and len(self.prototypes) else None
         return build_anchors(
