@@ -163,15 +163,17 @@ def test_train_diagnose_two_toy_tasks(tmp_path):
     assert g["boundary"]["n"] == g["core"]["n"] == 48  # k = max(1, floor(0.2 * 4)) per class
     assert g["boundary"]["n"] + g["core"]["n"] <= g["old"]["n"]
     assert g["sharing"]["n"] + g["not_sharing"]["n"] == g["old"]["n"]
-    assert g["anchors"]["n"] == 0 and g["new"]["n"] == 16 * 3  # lora builds no anchors; all 48 new images
+    # lora builds no anchors: the diagnostic's own, from the same teacher; all 48 new images
+    assert entry["anchors_source"] == "probe" and g["anchors"]["n"] > 0 and g["new"]["n"] == 16 * 3
+    assert entry["anchors_vs_new"]["value"] > 0
     for key in ("ratio", "ratio_seen", "ratio_visual"):
         r = entry[key]
         assert r["value"] > 0 and r["low"] <= r["value"] <= r["high"]
-    for name in ("boundary", "core", "old", "new"):
+    for name in ("boundary", "core", "old", "anchors", "new"):
         assert 0 <= g[name]["jsd"] <= math.log(2) and g[name]["jsd_low"] <= g[name]["jsd"] <= g[name]["jsd_high"]
     assert "diagnose" not in metrics["timings"][0] and metrics["timings"][1]["diagnose"] > 0
     svg = (out / "plots" / "drift.svg").read_text()
-    assert svg.count('data-task="2"') == 3  # boundary, core, new (no anchors)
+    assert svg.count('data-task="2"') == 4  # boundary, core, anchors, new
     assert "drift diagnostic" in (out / "log.txt").read_text()
     state = json.loads((out / "checkpoints" / "task_01" / "state.json").read_text())
     assert state["drift"] == metrics["drift"]  # kept for --resume
@@ -183,7 +185,7 @@ def test_train_diagnose_two_toy_tasks(tmp_path):
     plain_metrics = json.loads((plain / "metrics.json").read_text())
     assert "drift" not in plain_metrics and not (plain / "plots" / "drift.svg").exists()
     assert all("diagnose" not in t for t in plain_metrics["timings"])
-    assert plain_metrics["accuracy_matrix"] == metrics["accuracy_matrix"]
+    assert plain_metrics["accuracy_matrix"] == metrics["accuracy_matrix"]  # the probe leaves the random state be
 
 
 def test_summary_command_over_run_folders(tmp_path, capsys):

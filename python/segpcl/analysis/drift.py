@@ -9,8 +9,11 @@ of task t, seen = old + new.
   Also reported: the same over all seen classes (`jsd_seen`) and the visual drift 1 - cos(v_T(x), v_S(x)) in
   the raw visual space (`visual`; the joint space f when the tower has no projection).
 - Samples (diagnostic only: never used for training or by any decision of the method): old-class **test**
-  images (at most `max_per_class` per class, the first ones), the task's anchors (when the method built any),
-  and `n_new` random new-task training images (a fixed seed per task).
+  images (at most `max_per_class` per class, the first ones), the task's anchors, and `n_new` random new-task
+  training images (a fixed seed per task). For a method that builds no anchors (`lora`), the diagnostic builds
+  its own from the same teacher before the task with the configured DPGD settings (`anchors_source: probe`,
+  text target only where the method keeps no prototypes, the random state restored): where the anchors would
+  be, so D(anchors) vs D(new) under naive training tests the premise of anchor distillation.
 - Boundary score, from the teacher alone: b(x) = max over new classes n of cos(f_T(x), T^T_n) minus
   cos(f_T(x), T^T_y(x)). Within each old class (sorted by b, ties by index), boundary = the top 20 % of its
   samples, core = the bottom 20 % (k = max(1, floor(0.2 n_c)) each; classes with fewer than 2 samples are left
@@ -288,9 +291,12 @@ def toy_sharing(stream, t: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def diagnose_task(learner, teacher, stream, ordered_batches, t: int, max_per_class: int = MAX_PER_CLASS) -> dict:
+def diagnose_task(
+    learner, teacher, stream, ordered_batches, t: int, probe=None, max_per_class: int = MAX_PER_CLASS
+) -> dict:
     """The diagnostic of task t (0-based, t >= 1) for the engine: `teacher` = the frozen model of task t-1,
-    the learner's model the student; `ordered_batches(dataset)` yields (images, labels) on the device."""
+    the learner's model the student; `ordered_batches(dataset)` yields (images, labels) on the device; `probe`:
+    the anchors built for the diagnostic alone (Learner.probe_anchors) when the method builds none."""
     from torch.utils.data import Subset
 
     n_old, n_seen = stream.n_seen(t - 1), stream.n_seen(t)
@@ -303,7 +309,8 @@ def diagnose_task(learner, teacher, stream, ordered_batches, t: int, max_per_cla
     new_ds = stream.train_set(t)
     rng = np.random.RandomState(BOOT_SEED + 7919 * (t + 1))
     pick = np.sort(rng.permutation(len(new_ds))[:N_NEW])
-    anchors = learner.anchors.images if learner.anchors is not None else None
+    source = learner.anchors if learner.anchors is not None else probe
+    anchors = source.images if source is not None else None
     entry = drift_diagnostic(
         teacher,
         learner.model,
@@ -316,7 +323,8 @@ def diagnose_task(learner, teacher, stream, ordered_batches, t: int, max_per_cla
         sharing=toy_sharing(stream, t),
         autocast=learner.autocast,
     )
-    return {"task": t + 1, **entry, "max_per_class": max_per_class}
+    kind = "method" if learner.anchors is not None else "probe" if probe is not None else None
+    return {"task": t + 1, **entry, "anchors_source": kind, "max_per_class": max_per_class}
 
 
 # ----------------------------------------------------------------------------------------- rendering
@@ -468,14 +476,16 @@ def drift_summary(runs: list[dict]) -> dict:
 
 def summary_markdown(summary: dict) -> str:
     lines = [
-        "| method | runs | R = boundary / core | R by class kind | D(anchors) / D(new) | D(anchors) | D(new) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | runs | R = boundary / core | R by class kind | D(anchors) / D(new) | D(boundary) | D(core) "
+        "| D(anchors) | D(new) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         runs = max((v or {}).get("runs", 0) for v in s.values())
         lines.append(
             f"| {method} | {runs} | {_fmt(s['ratio'])} | {_fmt(s['ratio_kind'])} | {_fmt(s['anchors_vs_new'])} | "
-            f"{_fmt(s['groups.anchors'], 4)} | {_fmt(s['groups.new'], 4)} |"
+            + " | ".join(_fmt(s[f"groups.{g}"], 4) for g in GROUPS)
+            + " |"
         )
     return "\n".join(lines)
 

@@ -665,6 +665,10 @@ def _run(
             if cfg.train.diagnose and switches.train and t >= 1:
                 t0 = time.perf_counter()  # the learner's teacher, or a frozen copy of the model before task t
                 diagnosis_teacher = learner.teacher if learner.teacher is not None else frozen_teacher(model)
+                probe = None
+                if learner.anchors is None:  # where the anchors would be: from the same teacher, same settings
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        probe = learner.probe_anchors(diagnosis_teacher, task_batches(train_set))
                 times["diagnose"] = time.perf_counter() - t0
             if switches.train:
                 t0 = time.perf_counter()
@@ -687,8 +691,8 @@ def _run(
                 from ..analysis.drift import diagnose_task, drift_table
 
                 t0 = time.perf_counter()
-                drift.append(diagnose_task(learner, diagnosis_teacher, stream, loaders.ordered_batches, t))
-                diagnosis_teacher = None
+                drift.append(diagnose_task(learner, diagnosis_teacher, stream, loaders.ordered_batches, t, probe))
+                diagnosis_teacher, probe = None, None
                 times["diagnose"] += time.perf_counter() - t0
                 log.info("%s", drift_table(drift[-1:]))
             t0 = time.perf_counter()

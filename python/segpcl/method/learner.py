@@ -203,26 +203,53 @@ class Learner:
         return info
 
     def _build_source(self, train_batches: Callable[[], Batches], n_old: int) -> AnchorSet:
-        s, cfg = self.switches, self.cfg
-        encode = self.encoder(self.teacher)
-        scale = float(self.teacher.logit_scale())
+        s = self.switches
         if s.source == "ref":
             images = self.reference_images.to(self.device)
             index = torch.arange(len(images), device=self.device)
+            scale = float(self.teacher.logit_scale())
             anchors, _ = anchor_set(
-                encode, images, index, index, self.teacher_text, n_old, scale, autocast=self.autocast
+                self.encoder(self.teacher),
+                images,
+                index,
+                index,
+                self.teacher_text,
+                n_old,
+                scale,
+                autocast=self.autocast,
             )
             anchors.targets = anchors.teacher_logits.argmax(dim=1)  # each image's nearest old class, same forward
             return anchors
-        lambda_p = 0.0 if s.text_only_pgd else cfg.lambda_p
+        pgd = s.source == "anchors" and self.cfg.anchors == "pgd"
+        return self._dpgd(self.teacher, self.teacher_text, train_batches, n_old, pgd, s.text_only_pgd)
+
+    def probe_anchors(self, teacher: ClipModel, train_batches: Callable[[], Batches]) -> AnchorSet:
+        """DPGD anchors of the current task from `teacher` with the configured settings, for methods that build
+        none (the drift diagnostic's "where would the anchors be"); the method never sees them. The prototype
+        target is used only where the method keeps prototypes."""
+        with torch.no_grad():
+            teacher_text = self._text(teacher, self.n_seen())
+        return self._dpgd(teacher, teacher_text, train_batches, self.n_old(), True, self.switches.text_only_pgd)
+
+    def _dpgd(
+        self,
+        teacher: ClipModel,
+        teacher_text: torch.Tensor,
+        train_batches: Callable[[], Batches],
+        n_old: int,
+        pgd: bool,
+        text_only: bool,
+    ) -> AnchorSet:
+        cfg = self.cfg
+        lambda_p = 0.0 if text_only else cfg.lambda_p
         protos = self.prototypes.matrix(n_old, device=self.device) if lambda_p != 0 and len(self.prototypes) else None
         return build_anchors(
-            encode,
+            self.encoder(teacher),
             (images for images, _ in train_batches()),
-            self.teacher_text,
+            teacher_text,
             n_old,
             protos,
-            scale,
+            float(teacher.logit_scale()),
             k_seed=cfg.k_seed,
             steps=cfg.pgd_steps,
             eps=cfg.pgd_eps,
@@ -230,7 +257,7 @@ class Learner:
             lambda_p=lambda_p,
             per_class=cfg.seed_mode == "per_class",
             pgd_classes=cfg.pgd_classes,
-            pgd=s.source == "anchors" and cfg.anchors == "pgd",
+            pgd=pgd,
             balance=cfg.pgd_balance,
             early_stop_margin=cfg.early_stop_margin,
             autocast=self.autocast,
