@@ -138,6 +138,27 @@ def test_table_svg_and_summary_render():
     assert "| lora | 2 |" in summary_markdown(summary)
 
 
+def test_summary_pairs_by_seed_and_rebuilds_ratios_from_group_means():
+    def run(method, seed, jsd):
+        e = _entry(2, jsd)
+        for name, g in e["groups"].items():
+            g["visual"] = {"anchors": 0.3, "new": 0.1}.get(name, 0.0)
+        return {"method": method, "seed": seed, "drift": [e]}
+
+    runs = [run("lora", 1, [0.02, 0.01, 0.03, 0.01]), run("lora", 2, [0.04, 0.01, 0.03, 0.01])]
+    runs += [run("segpcl", 2, [0.05, 0.01, 0.03, 0.01]), run("segpcl", 1, [0.04, 0.01, 0.03, 0.01])]
+    summary = drift_summary(runs)
+    assert list(summary) == ["lora", "segpcl"]  # the baseline first
+    d = summary["segpcl"]["ratio_vs_lora"]  # seed 1: 4 - 2, seed 2: 5 - 4 (paired by seed, not by order)
+    assert d["n"] == 2 and d["mean"] == pytest.approx(1.5) and d["low"] < 1.5 < d["high"]
+    assert "ratio_vs_lora" not in summary["lora"]
+    # not recorded in these entries: rebuilt from the group means (0.3 / 0.1)
+    assert summary["lora"]["anchors_vs_new_visual"]["value"] == pytest.approx(3.0)
+    assert summary["lora"]["anchors_vs_new_seen"]["value"] == pytest.approx(3.0)  # jsd_seen = jsd here
+    text = summary_markdown(summary)
+    assert "| segpcl | +1.50 [" in text and "seen-class JSD" in text
+
+
 TINY = ["--model", "tiny", "--epochs", "1", "--quiet", "--method", "lora"]
 SMALL = [
     "--set",
@@ -165,7 +186,8 @@ def test_train_diagnose_two_toy_tasks(tmp_path):
     assert g["sharing"]["n"] + g["not_sharing"]["n"] == g["old"]["n"]
     # lora builds no anchors: the diagnostic's own, from the same teacher; all 48 new images
     assert entry["anchors_source"] == "probe" and g["anchors"]["n"] > 0 and g["new"]["n"] == 16 * 3
-    assert entry["anchors_vs_new"]["value"] > 0
+    for key in ("anchors_vs_new", "anchors_vs_new_seen", "anchors_vs_new_visual"):
+        assert entry[key]["value"] > 0
     for key in ("ratio", "ratio_seen", "ratio_visual"):
         r = entry[key]
         assert r["value"] > 0 and r["low"] <= r["value"] <= r["high"]

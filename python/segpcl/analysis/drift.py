@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ablation_table import BASELINE, paired_interval
+
 BOUNDARY_FRACTION = 0.2
 N_BOOT = 1000
 BOOT_SEED = 0
@@ -255,6 +257,8 @@ def drift_diagnostic(
         "ratio_seen": ratio("boundary", "core", "jsd_seen"),
         "ratio_visual": ratio("boundary", "core", "visual"),
         "anchors_vs_new": ratio("anchors", "new"),
+        "anchors_vs_new_seen": ratio("anchors", "new", "jsd_seen"),
+        "anchors_vs_new_visual": ratio("anchors", "new", "visual"),
         "mean_boundary_score": float(score.mean()) if len(score) else None,
         "settings": {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed},
     }
@@ -436,16 +440,31 @@ def _across(values: list[float]) -> dict | None:
     return {"value": float(x.mean()), "low": float(x.mean() - half), "high": float(x.mean() + half), "runs": len(x)}
 
 
+RATIOS_OF_MEANS = {
+    "anchors_vs_new_seen": ("anchors", "new", "jsd_seen"),
+    "anchors_vs_new_visual": ("anchors", "new", "visual"),
+}
+"""Ratios that runs measured before they were recorded can be rebuilt from the stored group means."""
+
+
+def _task_value(entry: dict, key: str) -> float | None:
+    if key.startswith("groups."):
+        g = entry["groups"].get(key.split(".", 1)[1], {})
+        return g.get("jsd") if g.get("n") else None
+    if entry.get(key):
+        return entry[key]["value"]
+    if key in RATIOS_OF_MEANS:
+        a, b, field = RATIOS_OF_MEANS[key]
+        ga, gb = entry["groups"].get(a, {}), entry["groups"].get(b, {})
+        if ga.get("n") and gb.get("n") and gb.get(field, 0) > 0:
+            return ga[field] / gb[field]
+    return None
+
+
 def run_value(metrics: dict, key: str) -> float | None:
-    """The mean over tasks of one run's ratio `key` (ratio, ratio_kind, anchors_vs_new) or group mean
+    """The mean over tasks of one run's ratio `key` (ratio, ratio_kind, anchors_vs_new, ...) or group mean
     (`groups.anchors`)."""
-    vals = []
-    for e in metrics.get("drift") or []:
-        if key.startswith("groups."):
-            g = e["groups"].get(key.split(".", 1)[1], {})
-            vals.append(g.get("jsd") if g.get("n") else None)
-        else:
-            vals.append((e.get(key) or {}).get("value"))
+    vals = [_task_value(e, key) for e in metrics.get("drift") or []]
     vals = [v for v in vals if v is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -454,6 +473,8 @@ SUMMARY_KEYS = (
     "ratio",
     "ratio_kind",
     "anchors_vs_new",
+    "anchors_vs_new_seen",
+    "anchors_vs_new_visual",
     "groups.boundary",
     "groups.core",
     "groups.anchors",
@@ -468,10 +489,17 @@ def drift_summary(runs: list[dict]) -> dict:
     for m in runs:
         if m.get("drift"):
             by_method.setdefault(str(m.get("method")), []).append(m)
-    return {
+    summary = {
         method: {key: _across([run_value(m, key) for m in ms]) for key in SUMMARY_KEYS}
-        for method, ms in by_method.items()
+        for method, ms in sorted(by_method.items(), key=lambda kv: (kv[0] != BASELINE, kv[0]))
     }
+    base = {m.get("seed"): run_value(m, "ratio") for m in by_method.get(BASELINE, [])}
+    for method, ms in by_method.items():
+        pairs = [(run_value(m, "ratio"), base.get(m.get("seed"))) for m in ms] if method != BASELINE else []
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if pairs:  # R - R(lora), paired by seed
+            summary[method]["ratio_vs_" + BASELINE] = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
+    return summary
 
 
 def summary_markdown(summary: dict) -> str:
@@ -487,6 +515,23 @@ def summary_markdown(summary: dict) -> str:
             + " | ".join(_fmt(s[f"groups.{g}"], 4) for g in GROUPS)
             + " |"
         )
+    lines += [
+        "",
+        "D(anchors) / D(new) by measure (JSD over the old classes, JSD over all seen classes, visual 1 - cos):",
+        "",
+        "| method | old-class JSD | seen-class JSD | visual |",
+        "|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        cells = (s[k] for k in ("anchors_vs_new", "anchors_vs_new_seen", "anchors_vs_new_visual"))
+        lines.append(f"| {method} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    paired = {m: s["ratio_vs_" + BASELINE] for m, s in summary.items() if s.get("ratio_vs_" + BASELINE)}
+    if paired:
+        lines += ["", f"| method | R - R({BASELINE}), paired by seed (95 % t) | pairs |", "|---|---|---|"]
+        for method, d in paired.items():
+            shown = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d["low"] is not None else "-"
+            verdict = "" if d["shown"] else " (no effect shown)"
+            lines.append(f"| {method} | {shown}{verdict} | {d['n']} |")
     return "\n".join(lines)
 
 
