@@ -111,6 +111,25 @@ def test_two_processes_match_one(runs):
     assert sorted(p.name for p in (root / "two" / "checkpoints").iterdir()) == ["LATEST", "task_00", "task_01"]
 
 
+def test_diagnose_under_two_processes(tmp_path):
+    """--diagnose on lora under torchrun: the probe anchors go through the same sharded DPGD, every rank measures
+    the same images, and rank 0 writes the same diagnostic as one process."""
+    args = [*ARGS, "--method", "lora", "--diagnose"]
+    one = _run([sys.executable, "-m", "segpcl", *args, "--out", str(tmp_path / "one")], _env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([*_torchrun(), *args, "--out", str(tmp_path / "two")], _env())
+    assert two.returncode == 0, two.stderr[-3000:]
+    (a,), (b,) = _metrics(tmp_path / "one")["drift"], _metrics(tmp_path / "two")["drift"]
+    assert a["anchors_source"] == b["anchors_source"] == "probe"
+    assert {k: g["n"] for k, g in a["groups"].items()} == {k: g["n"] for k, g in b["groups"].items()}
+    assert a["groups"]["anchors"]["n"] > 0
+    # the teachers differ by float rounding only; the tiny model's visual drift (~1e-6) is at that level itself
+    for key in ("ratio", "anchors_vs_new"):
+        assert b[key]["value"] == pytest.approx(a[key]["value"], rel=1e-2), key
+    for name, g in a["groups"].items():
+        assert b["groups"][name]["visual"] == pytest.approx(g["visual"], abs=1e-6), name
+
+
 def test_split_dpgd_is_exact(tmp_path):
     """Seed scan and PGD split across 2 ranks, with the same teacher: the anchor set of one process, exactly."""
     out = tmp_path / "anchors.json"
