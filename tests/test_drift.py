@@ -23,6 +23,7 @@ from segpcl.analysis.drift import (
     drift_summary,
     drift_svg,
     drift_table,
+    images_at,
     js_divergence,
     summary_markdown,
     toy_sharing,
@@ -89,6 +90,14 @@ def test_bootstrap_is_deterministic_and_contains_the_estimate():
     m = bootstrap_mean(a)
     assert m["value"] == pytest.approx(a.mean()) and m["low"] < m["value"] < m["high"]
     assert bootstrap_ratio([], b) is None and bootstrap_ratio(a, [0.0, 0.0]) is None and bootstrap_mean([]) is None
+
+
+def test_images_at_picks_positions_across_batches_with_repeats():
+    x = torch.arange(10.0).view(10, 1)
+    batches = [(x[:3], None), (x[3:4], None), (x[4:], None)]
+    assert images_at(batches, torch.tensor([7, 0, 3, 7, 9])).flatten().tolist() == [7.0, 0.0, 3.0, 7.0, 9.0]
+    assert images_at(iter(batches), torch.tensor([2, 10])) is None  # 10 is past the end
+    assert images_at([], torch.tensor([0])) is None
 
 
 def test_capped_indices_keeps_the_first_per_class():
@@ -186,8 +195,9 @@ def test_train_diagnose_two_toy_tasks(tmp_path):
     assert g["sharing"]["n"] + g["not_sharing"]["n"] == g["old"]["n"]
     # lora builds no anchors: the diagnostic's own, from the same teacher; all 48 new images
     assert entry["anchors_source"] == "probe" and g["anchors"]["n"] > 0 and g["new"]["n"] == 16 * 3
-    for key in ("anchors_vs_new", "anchors_vs_new_seen", "anchors_vs_new_visual"):
+    for key in ("anchors_vs_new", "anchors_vs_new_seen", "anchors_vs_new_visual", "seeds_vs_new"):
         assert entry[key]["value"] > 0
+    assert g["seeds"]["n"] == g["anchors"]["n"]  # each anchor's image before PGD
     for key in ("ratio", "ratio_seen", "ratio_visual"):
         r = entry[key]
         assert r["value"] > 0 and r["low"] <= r["value"] <= r["high"]

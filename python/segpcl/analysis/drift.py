@@ -9,8 +9,9 @@ of task t, seen = old + new.
   Also reported: the same over all seen classes (`jsd_seen`) and the visual drift 1 - cos(v_T(x), v_S(x)) in
   the raw visual space (`visual`; the joint space f when the tower has no projection).
 - Samples (diagnostic only: never used for training or by any decision of the method): old-class **test**
-  images (at most `max_per_class` per class, the first ones), the task's anchors, and `n_new` random new-task
-  training images (a fixed seed per task). For a method that builds no anchors (`lora`), the diagnostic builds
+  images (at most `max_per_class` per class, the first ones), the task's anchors, their seeds (the new-task
+  images the anchors started from, before PGD), and `n_new` random new-task training images (a fixed seed per
+  task). For a method that builds no anchors (`lora`), the diagnostic builds
   its own from the same teacher before the task with the configured DPGD settings (`anchors_source: probe`,
   text target only where the method keeps no prototypes, the random state restored): where the anchors would
   be, so D(anchors) vs D(new) under naive training tests the premise of anchor distillation.
@@ -176,6 +177,7 @@ def drift_diagnostic(
     n_old: int,
     old_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     anchor_images: torch.Tensor | None = None,
+    seed_images: torch.Tensor | None = None,
     new_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     sharing: torch.Tensor | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -223,6 +225,8 @@ def drift_diagnostic(
     }
     if anchor_images is not None and len(anchor_images):
         groups["anchors"] = DriftInputs.cat([measure(x)[0] for x, _ in _chunks(anchor_images)])
+    if seed_images is not None and len(seed_images):
+        groups["seeds"] = DriftInputs.cat([measure(x)[0] for x, _ in _chunks(seed_images)])
     if new_batches is not None:
         new = DriftInputs.cat([measure(x)[0] for x, _ in new_batches])
         groups["new"] = new if len(new.jsd) else None
@@ -259,6 +263,7 @@ def drift_diagnostic(
         "anchors_vs_new": ratio("anchors", "new"),
         "anchors_vs_new_seen": ratio("anchors", "new", "jsd_seen"),
         "anchors_vs_new_visual": ratio("anchors", "new", "visual"),
+        "seeds_vs_new": ratio("seeds", "new"),
         "mean_boundary_score": float(score.mean()) if len(score) else None,
         "settings": {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed},
     }
@@ -294,6 +299,20 @@ def toy_sharing(stream, t: int) -> torch.Tensor | None:
     return torch.tensor([bool(colour[i] in new_c or shape[i] in new_s) for i in range(n_old)])
 
 
+def images_at(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], positions: torch.Tensor) -> torch.Tensor | None:
+    """The images at `positions` (repeats allowed) of a stream of (images, labels) batches, in the order of
+    `positions`; None when a position is past the stream's end."""
+    uniq, inverse = torch.unique(positions.cpu().long(), return_inverse=True)
+    got, offset = [], 0
+    for images, _ in batches:
+        sel = uniq[(uniq >= offset) & (uniq < offset + len(images))] - offset
+        if len(sel):
+            got.append(images[sel.to(images.device)])
+        offset += len(images)
+    found = torch.cat(got) if got else None
+    return found[inverse.to(found.device)] if found is not None and len(found) == len(uniq) else None
+
+
 @torch.no_grad()
 def diagnose_task(
     learner, teacher, stream, ordered_batches, t: int, probe=None, max_per_class: int = MAX_PER_CLASS
@@ -315,6 +334,9 @@ def diagnose_task(
     pick = np.sort(rng.permutation(len(new_ds))[:N_NEW])
     source = learner.anchors if learner.anchors is not None else probe
     anchors = source.images if source is not None else None
+    seeds = None  # the anchors' images before PGD: the new-task images they started from (not for `ref`)
+    if source is not None and (probe is not None or learner.switches.source in ("anchors", "seeds")):
+        seeds = images_at(ordered_batches(new_ds)(), source.seed_indices)
     entry = drift_diagnostic(
         teacher,
         learner.model,
@@ -323,6 +345,7 @@ def diagnose_task(
         n_old,
         ordered_batches(old_subset)(),
         anchor_images=anchors,
+        seed_images=seeds,
         new_batches=ordered_batches(Subset(new_ds, pick.tolist()))(),
         sharing=toy_sharing(stream, t),
         autocast=learner.autocast,
@@ -443,6 +466,8 @@ def _across(values: list[float]) -> dict | None:
 RATIOS_OF_MEANS = {
     "anchors_vs_new_seen": ("anchors", "new", "jsd_seen"),
     "anchors_vs_new_visual": ("anchors", "new", "visual"),
+    "seeds_vs_new_seen": ("seeds", "new", "jsd_seen"),
+    "seeds_vs_new_visual": ("seeds", "new", "visual"),
 }
 """Ratios that runs measured before they were recorded can be rebuilt from the stored group means."""
 
@@ -475,6 +500,9 @@ SUMMARY_KEYS = (
     "anchors_vs_new",
     "anchors_vs_new_seen",
     "anchors_vs_new_visual",
+    "seeds_vs_new",
+    "seeds_vs_new_seen",
+    "seeds_vs_new_visual",
     "groups.boundary",
     "groups.core",
     "groups.anchors",
@@ -517,14 +545,17 @@ def summary_markdown(summary: dict) -> str:
         )
     lines += [
         "",
-        "D(anchors) / D(new) by measure (JSD over the old classes, JSD over all seen classes, visual 1 - cos):",
+        "D(group) / D(new) by measure (JSD over the old classes, JSD over all seen classes, visual 1 - cos); "
+        "seeds = the anchors' images before PGD:",
         "",
-        "| method | old-class JSD | seen-class JSD | visual |",
-        "|---|---|---|---|",
+        "| method | group | old-class JSD | seen-class JSD | visual |",
+        "|---|---|---|---|---|",
     ]
     for method, s in summary.items():
-        cells = (s[k] for k in ("anchors_vs_new", "anchors_vs_new_seen", "anchors_vs_new_visual"))
-        lines.append(f"| {method} | " + " | ".join(_fmt(c) for c in cells) + " |")
+        for group in ("anchors", "seeds"):
+            cells = [s[f"{group}_vs_new{m}"] for m in ("", "_seen", "_visual")]
+            if any(cells):
+                lines.append(f"| {method} | {group} | " + " | ".join(_fmt(c) for c in cells) + " |")
     paired = {m: s["ratio_vs_" + BASELINE] for m, s in summary.items() if s.get("ratio_vs_" + BASELINE)}
     if paired:
         lines += ["", f"| method | R - R({BASELINE}), paired by seed (95 % t) | pairs |", "|---|---|---|"]
