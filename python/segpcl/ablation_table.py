@@ -21,16 +21,22 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def paired_interval(values: list[float], baseline: list[float], level: float = 0.95) -> dict:
-    """Mean of values[i] - baseline[i] with its two-sided t-interval (None bounds with fewer than 2 pairs)."""
+def t_half_width(values: np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the two-sided t-interval of the mean of `values` (at least 2)."""
     from scipy import stats
 
+    n = len(values)
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def paired_interval(values: list[float], baseline: list[float], level: float = 0.95) -> dict:
+    """Mean of values[i] - baseline[i] with its two-sided t-interval (None bounds with fewer than 2 pairs)."""
     d = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
     n = len(d)
     mean = float(d.mean())
     if n < 2:
         return {"mean": mean, "low": None, "high": None, "n": n, "shown": None}
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    half = t_half_width(d, level)
     low, high = mean - half, mean + half
     return {"mean": mean, "low": low, "high": high, "n": n, "shown": bool(low > 0 or high < 0)}
 
@@ -55,7 +61,7 @@ def ablation_rows(results: dict[str, list[dict]], baseline: str = BASELINE) -> l
     return rows
 
 
-def _diff_cell(d: dict | None) -> str:
+def diff_cell(d: dict | None) -> str:
     if d is None:
         return "–"
     if d["low"] is None:
@@ -74,8 +80,8 @@ def ablation_markdown(rows: list[dict], bench: str, baseline: str = BASELINE) ->
     for r in rows:
         cells = [f"{r[f'{k}_mean']:.2f} ± {r[f'{k}_std']:.2f}" for k in METRICS]
         vs = r.get("vs_" + baseline, {})
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {_diff_cell(vs.get('last'))} | "
-                     f"{_diff_cell(vs.get('avg'))} |")  # fmt: skip
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {diff_cell(vs.get('last'))} | "
+                     f"{diff_cell(vs.get('avg'))} |")  # fmt: skip
     return "\n".join(lines)
 
 

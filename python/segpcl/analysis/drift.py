@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ablation_table import BASELINE, paired_interval
+from ..ablation_table import BASELINE, diff_cell, paired_interval, t_half_width
 
 BOUNDARY_FRACTION = 0.2
 N_BOOT = 1000
@@ -449,8 +449,6 @@ def drift_svg(entries: list[dict], title: str = "", width: int = 760, height: in
 
 # ----------------------------------------------------------------------------------------- several runs
 
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
 
 def _across(values: list[float]) -> dict | None:
     """Mean over runs with a t-based 95 % interval (None without values)."""
@@ -459,7 +457,7 @@ def _across(values: list[float]) -> dict | None:
         return None
     if len(x) == 1:
         return {"value": float(x[0]), "low": float(x[0]), "high": float(x[0]), "runs": 1}
-    half = _T975.get(len(x) - 1, 1.96) * x.std(ddof=1) / math.sqrt(len(x))
+    half = t_half_width(x)
     return {"value": float(x.mean()), "low": float(x.mean() - half), "high": float(x.mean() + half), "runs": len(x)}
 
 
@@ -559,10 +557,7 @@ def summary_markdown(summary: dict) -> str:
     paired = {m: s["ratio_vs_" + BASELINE] for m, s in summary.items() if s.get("ratio_vs_" + BASELINE)}
     if paired:
         lines += ["", f"| method | R - R({BASELINE}), paired by seed (95 % t) | pairs |", "|---|---|---|"]
-        for method, d in paired.items():
-            shown = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d["low"] is not None else "-"
-            verdict = "" if d["shown"] else " (no effect shown)"
-            lines.append(f"| {method} | {shown}{verdict} | {d['n']} |")
+        lines += [f"| {method} | {diff_cell(d)} | {d['n']} |" for method, d in paired.items()]
     return "\n".join(lines)
 
 
