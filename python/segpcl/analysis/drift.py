@@ -299,6 +299,20 @@ def toy_sharing(stream, t: int) -> torch.Tensor | None:
     return torch.tensor([bool(colour[i] in new_c or shape[i] in new_s) for i in range(n_old)])
 
 
+def begin_diagnosis(learner, train_batches, device: torch.device) -> tuple:
+    """At the start of task t >= 1, before training: (teacher, probe). The teacher is the learner's own, or a
+    frozen copy of the model for methods that build none; probe = anchors from it with the configured DPGD
+    settings for methods that build no anchors (else None), made with the random state restored so the run is
+    the same as without the diagnostic."""
+    from ..models.lora import frozen_teacher
+
+    teacher = learner.teacher if learner.teacher is not None else frozen_teacher(learner.model)
+    if learner.anchors is not None:
+        return teacher, None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return teacher, learner.probe_anchors(teacher, train_batches)
+
+
 def images_at(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], positions: torch.Tensor) -> torch.Tensor | None:
     """The images at `positions` (repeats allowed) of a stream of (images, labels) batches, in the order of
     `positions`; None when a position is past the stream's end."""

@@ -37,7 +37,7 @@ from ..environment import environment
 from ..errors import ConfigError, SegpclError, TrainingError
 from ..method.learner import Learner, method_switches
 from ..metrics import AccuracyMatrix
-from ..models.lora import frozen_teacher, load_adapter, lora_parameters, save_adapter
+from ..models.lora import load_adapter, lora_parameters, save_adapter
 from ..report import accuracy_svg
 from . import distributed
 from .checkpoint import RunDir, check_manifest, load_prototypes, manifest_identity, save_prototypes, write_json
@@ -661,14 +661,12 @@ def _run(
             info = learner.before_task(t, task_batches(train_set))
             distributed.dump_anchors(learner.anchors, t)  # SEGPCL_DEBUG_ANCHORS only
             times["before_task"] = time.perf_counter() - t0
-            diagnosis_teacher = None
+            diagnosis = None
             if cfg.train.diagnose and switches.train and t >= 1:
-                t0 = time.perf_counter()  # the learner's teacher, or a frozen copy of the model before task t
-                diagnosis_teacher = learner.teacher if learner.teacher is not None else frozen_teacher(model)
-                probe = None
-                if learner.anchors is None:  # where the anchors would be: from the same teacher, same settings
-                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                        probe = learner.probe_anchors(diagnosis_teacher, task_batches(train_set))
+                from ..analysis.drift import begin_diagnosis, diagnose_task, drift_table
+
+                t0 = time.perf_counter()
+                diagnosis = begin_diagnosis(learner, task_batches(train_set), device)
                 times["diagnose"] = time.perf_counter() - t0
             if switches.train:
                 t0 = time.perf_counter()
@@ -687,12 +685,11 @@ def _run(
                     info.update(reduce_task_info(info))
                 skipped["train"] += info.pop("skipped_images")
                 times["train"] = time.perf_counter() - t0
-            if diagnosis_teacher is not None:
-                from ..analysis.drift import diagnose_task, drift_table
-
+            if diagnosis is not None:
                 t0 = time.perf_counter()
-                drift.append(diagnose_task(learner, diagnosis_teacher, stream, loaders.ordered_batches, t, probe))
-                diagnosis_teacher, probe = None, None
+                teacher, probe = diagnosis
+                drift.append(diagnose_task(learner, teacher, stream, loaders.ordered_batches, t, probe))
+                diagnosis = teacher = probe = None
                 times["diagnose"] += time.perf_counter() - t0
                 log.info("%s", drift_table(drift[-1:]))
             t0 = time.perf_counter()

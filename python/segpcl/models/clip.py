@@ -69,7 +69,7 @@ class ClipModel(nn.Module):
             raise ValueError("this visual tower has no `proj` matrix; use method.prototype_space=embed")
         with _without_projection(visual):
             raw = visual(self._normalise(images01)).float()  # f from the returned v: DPGD differentiates at v
-        return F.normalize((raw @ proj.to(raw.dtype)).float(), dim=-1), raw.float()
+        return F.normalize((raw @ proj.to(raw.dtype)).float(), dim=-1), raw
 
     def open_clip_state_dict(self) -> dict[str, torch.Tensor]:
         """The wrapped model's weights in plain open_clip's key layout (LoRA must be merged or absent)."""
