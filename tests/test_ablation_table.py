@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from segpcl.ablation_table import ablation_markdown, ablation_rows, ablation_svg, paired_interval
+from segpcl.analysis.ablation_table import ablation_markdown, ablation_rows, ablation_svg, paired_interval
 
 
 def _run(method, seed, last, avg=50.0, forgetting=10.0, bwt=-10.0):

@@ -70,7 +70,7 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
 def test_resume_after_a_completed_task_gives_the_same_metrics(tmp_path, monkeypatch):
     full = run_training(_reduced_cfg(), out_dir=tmp_path / "full", progress=False).metrics
 
-    import segpcl.engine.trainer as trainer
+    import segpcl.engine.run as trainer
 
     calls = {"n": 0}
     original = trainer.evaluate_seen

@@ -69,7 +69,7 @@ def test_cliponly_and_pt_row_are_the_same_configuration():
 
 
 def test_distill_ref_needs_a_reference_off_the_toy(tmp_path):
-    from segpcl.engine.reference import reference_images
+    from segpcl.engine.reference_images import reference_images
 
     cfg = _cfg("lora+distill-ref")
     images = reference_images(cfg, 32)
@@ -84,7 +84,7 @@ def test_reference_folder_is_read(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from segpcl.engine.reference import reference_images
+    from segpcl.engine.reference_images import reference_images
 
     (tmp_path / "ref" / "sub").mkdir(parents=True)
     for i in range(3):

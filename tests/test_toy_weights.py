@@ -6,9 +6,10 @@ import os
 import pytest
 import torch
 
-from segpcl.models import toy_clip, toy_weights
-from segpcl.models.toy_clip import ToyPretrainRecipe, recipe_hash
-from segpcl.models.toy_weights import SHIPPED, load_shipped, save_shipped, shipped_metadata, state_sha256
+from segpcl.models.toy import clip as toy_clip
+from segpcl.models.toy import weights as toy_weights
+from segpcl.models.toy.recipe import ToyPretrainRecipe, recipe_hash
+from segpcl.models.toy.weights import SHIPPED, load_shipped, save_shipped, shipped_metadata, state_sha256
 
 TINY_RECIPE = ToyPretrainRecipe(steps=2, batch_size=8, warmup=1)
 

@@ -21,13 +21,13 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # running and reopening
-    "train": "segpcl._api",
+    "train": "segpcl.engine.api",
     "RunConfig": "segpcl.config",
     "resolve_config": "segpcl.config",
-    "RunResult": "segpcl.engine.trainer",
-    "load_run": "segpcl.continual",
-    "ContinualCLIP": "segpcl.continual",
-    "export_run": "segpcl.export",
+    "RunResult": "segpcl.engine.run",
+    "load_run": "segpcl.inference.continual",
+    "ContinualCLIP": "segpcl.inference.continual",
+    "export_run": "segpcl.inference.export",
     # models and data
     "load_clip": "segpcl.models.loading",
     "ClipModel": "segpcl.models.clip",
@@ -35,7 +35,9 @@ _EXPORTS: dict[str, str] = {
     "build_benchmark": "segpcl.benchmarks.base",
     "DataConfig": "segpcl.benchmarks.base",
     "TaskStream": "segpcl.benchmarks.base",
-    # the method's parts
+    # methods: the interface, the registry, SeGP-CL's learner and its parts
+    "ContinualMethod": "segpcl.method.base",
+    "register_method": "segpcl.method.registry",
     "Learner": "segpcl.method.learner",
     "METHODS": "segpcl.method.learner",
     "build_anchors": "segpcl.method.anchors",
@@ -70,6 +72,8 @@ __all__ = [
     "build_benchmark",
     "DataConfig",
     "TaskStream",
+    "ContinualMethod",
+    "register_method",
     "Learner",
     "METHODS",
     "build_anchors",
@@ -89,17 +93,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._api import train
     from .benchmarks.base import DataConfig, TaskStream, build_benchmark, list_benchmarks
     from .config import RunConfig, resolve_config
-    from .continual import ContinualCLIP, load_run
-    from .engine.trainer import RunResult
+    from .engine.api import train
+    from .engine.run import RunResult
     from .errors import ConfigError, DataError, SegpclError, TrainingError, WeightsError
-    from .export import export_run
+    from .inference.continual import ContinualCLIP, load_run
+    from .inference.export import export_run
     from .method.acgd import acgd_loss
+    from .method.base import ContinualMethod
     from .method.anchors import build_anchors
     from .method.learner import METHODS, Learner
     from .method.prototypes import PrototypeMemory, dual_path_probs
+    from .method.registry import register_method
     from .method.tsgr import RootedGeometryRegularizer, TextGeometryRegularizer, select_key_edges, select_neighbors
     from .metrics import AccuracyMatrix
     from .models.clip import ClipModel

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
+from pathlib import Path
 
 
 def _version(dist: str) -> str | None:
@@ -52,3 +54,12 @@ def environment() -> dict:
         "cuda_devices": devices,
         "native_core": core,
     }
+
+
+def cache_dir() -> Path:
+    """The user cache folder of segpcl (toy CLIP weights, rendered toy data): $SEGPCL_CACHE, else
+    $XDG_CACHE_HOME/segpcl, else ~/.cache/segpcl."""
+    root = os.environ.get("SEGPCL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "segpcl"
+    )
+    return Path(root)

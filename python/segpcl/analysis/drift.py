@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ablation_table import BASELINE, diff_cell, paired_interval, t_half_width
+from .ablation_table import BASELINE, diff_cell, paired_interval, t_half_width
 
 BOUNDARY_FRACTION = 0.2
 N_BOOT = 1000
@@ -338,7 +338,7 @@ def diagnose_task(
 
     n_old, n_seen = stream.n_seen(t - 1), stream.n_seen(t)
     with learner.autocast():
-        teacher_text = learner._text(teacher, n_seen).float()
+        teacher_text = learner.class_text(teacher, n_seen).float()
         student_text = learner.student_text(n_seen).float()
     old_ds = stream.test_set(t - 1)
     old_labels = stream.id_to_pos[np.asarray(stream.bench.test_targets, dtype=np.int64)[old_ds.indices]]
@@ -350,17 +350,17 @@ def diagnose_task(
     anchors = source.images if source is not None else None
     seeds = None  # the anchors' images before PGD: the new-task images they started from (not for `ref`)
     if source is not None and (probe is not None or learner.switches.source in ("anchors", "seeds")):
-        seeds = images_at(ordered_batches(new_ds)(), source.seed_indices)
+        seeds = images_at(ordered_batches(new_ds), source.seed_indices)
     entry = drift_diagnostic(
         teacher,
         learner.model,
         teacher_text,
         student_text,
         n_old,
-        ordered_batches(old_subset)(),
+        ordered_batches(old_subset),
         anchor_images=anchors,
         seed_images=seeds,
-        new_batches=ordered_batches(Subset(new_ds, pick.tolist()))(),
+        new_batches=ordered_batches(Subset(new_ds, pick.tolist())),
         sharing=toy_sharing(stream, t),
         autocast=learner.autocast,
     )

@@ -106,14 +106,11 @@ def register_benchmark(
 
 
 def list_benchmarks() -> list[BenchmarkInfo]:
-    from . import _all  # noqa: F401  (imports every benchmark module so they register)
-
+    # every benchmark module has registered by now: the package's __init__ imports them all (`_all`)
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get_benchmark_info(name: str) -> BenchmarkInfo:
-    from . import _all  # noqa: F401
-
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise ConfigError(f"unknown benchmark {name!r}; choose one of: {known} (see `segpcl benches`)")

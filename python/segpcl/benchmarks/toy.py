@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .. import toyworld as tw
-from ..cache import cache_dir
+from ..environment import cache_dir
 from .base import Benchmark, DataConfig, register_benchmark
 
 TOY_TEMPLATES = ["a photo of a {}.", "a {}."]

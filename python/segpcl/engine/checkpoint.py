@@ -277,3 +277,46 @@ def save_prototypes(path: Path, state: dict) -> None:
 def load_prototypes(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+METHOD_TENSORS = "method.safetensors"
+"""A method's own tensors (state_dict()["tensors"]), where it keeps any besides the prototypes."""
+
+
+def write_task_contents(folder: Path, model, method, state: dict) -> None:
+    """What a task checkpoint holds: the LoRA adapter, the method's state and the run's state (metrics so far)."""
+    from ..models.lora import save_adapter
+
+    save_adapter(model, folder / "adapter")
+    method_state = method.state_dict()
+    save_prototypes(folder / "prototypes.npz", method_state["prototypes"])
+    if method_state.get("tensors"):
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in method_state["tensors"].items()}, folder / METHOD_TENSORS
+        )
+    write_json(folder / "state.json", state)
+
+
+def restore_task(folder: Path, task: int, model, method, hint: str = "") -> dict:
+    """Load a verified task checkpoint into `model` (its adapter, where the method trains LoRA) and `method`;
+    returns the run state it holds (state.json). A file that cannot be read is a one-line ConfigError."""
+    from ..models.lora import load_adapter
+
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        if method.trains:
+            load_adapter(model, folder / "adapter")
+        method_state = {"task": task, "prototypes": load_prototypes(folder / "prototypes.npz")}
+        if (folder / METHOD_TENSORS).is_file():
+            from safetensors.torch import load_file
+
+            method_state["tensors"] = load_file(folder / METHOD_TENSORS)
+        method.load_state_dict(method_state)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise ConfigError(f"checkpoint {folder} cannot be read ({why}){'; ' + hint if hint else ''}") from None
+    return state

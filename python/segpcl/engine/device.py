@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import random
 
 import numpy as np
@@ -40,11 +39,3 @@ def seed_everything(seed: int) -> None:
 def task_seed(seed: int, task: int) -> int:
     """Each task reseeds from (seed, task), so a resumed run replays the same randomness."""
     return seed * 7919 + task
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    return rank() == 0

@@ -274,3 +274,15 @@ def launch(nproc: int, argv: list[str]) -> int:
         print(f"error: a training process failed ({type(exc).__name__}); see the messages above", file=sys.stderr)
         return 1
     return 0
+
+
+def reduce_task_info(info: dict) -> dict:
+    """A task's training numbers over all ranks: `skipped_images` summed, the `mean_*` losses averaged over the
+    ranks that have them (every rank takes the same steps, so that is the mean over the global batches)."""
+    mine = {k: float(v) for k, v in info.items() if k.startswith("mean_") or k == "skipped_images"}
+    parts = all_gather_objects(mine)
+    out: dict = {"skipped_images": int(sum(p.get("skipped_images", 0) for p in parts))}
+    for key in sorted({k for p in parts for k in p} - {"skipped_images"}):
+        values = [p[key] for p in parts if key in p]
+        out[key] = sum(values) / len(values)
+    return out

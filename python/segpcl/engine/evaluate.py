@@ -12,9 +12,16 @@ from ..benchmarks.base import BAD_LABEL
 
 @torch.no_grad()
 def evaluate_seen(
-    predict, loader: DataLoader, task_of_class: np.ndarray, n_tasks_seen: int, device, progress: bool = True
+    predict,
+    loader: DataLoader,
+    task_of_class: np.ndarray,
+    n_tasks_seen: int,
+    device,
+    progress: bool = True,
+    reduce=None,
 ) -> tuple[list[int], list[int], int]:
-    """(correct per task, total per task, unreadable images skipped) for predictions over seen classes."""
+    """(correct per task, total per task, unreadable images skipped) for predictions over seen classes;
+    `reduce` sums the counts over processes when the loader is one rank's shard (Loaders.reduce_counts)."""
     correct = np.zeros(n_tasks_seen, dtype=np.int64)
     total = np.zeros(n_tasks_seen, dtype=np.int64)
     skipped = 0
@@ -30,7 +37,6 @@ def evaluate_seen(
         total += np.bincount(tasks.numpy(), minlength=n_tasks_seen)[:n_tasks_seen]
         hit = (pred == labels).numpy()
         correct += np.bincount(tasks.numpy()[hit], minlength=n_tasks_seen)[:n_tasks_seen]
-    reduce = getattr(loader, "reduce_counts", None)  # a shard of several processes: the sums over all ranks
     if reduce is not None:
         return reduce(correct.tolist(), total.tolist(), skipped)
     return correct.tolist(), total.tolist(), skipped

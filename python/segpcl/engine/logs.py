@@ -125,3 +125,16 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class NoLogger:
+    """A follower's RunLogger: rank 0 writes metrics.csv and TensorBoard."""
+
+    def on_step(self, *args, **kw) -> None:
+        pass
+
+    def on_task(self, *args, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

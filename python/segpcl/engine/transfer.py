@@ -19,7 +19,13 @@ from .evaluate import evaluate_seen
 def _task_counts(learner, stream: TaskStream, loaders, t: int, device, progress: bool) -> tuple[int, int]:
     learner.begin_eval(t)  # text (and prototypes) of the classes seen up to and including task t
     correct, total, _ = evaluate_seen(
-        learner.predict, loaders.test(stream.task_test_set(t)), stream.task_of_position(), t + 1, device, progress
+        learner.predict,
+        loaders.test(stream.task_test_set(t)),
+        stream.task_of_position(),
+        t + 1,
+        device,
+        progress,
+        loaders.reduce_counts,
     )
     return correct[t], total[t]
 

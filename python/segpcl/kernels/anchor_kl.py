@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from segpcl.kernels.dispatch import use_triton
+from segpcl.kernels.dispatch import note_kernel_defined, use_triton
 
 try:  # guarded: the package must import and work without triton
     import triton
@@ -116,6 +116,8 @@ if triton is not None:
             kl = tl.sum(acc, axis=0)
 
         tl.store(loss_ptr + row, kl * inv_n)
+
+    note_kernel_defined(_anchor_kl_fwd_kernel)  # tells dispatch whether Triton built it for the interpreter
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ test suite exercises the kernels).
 The variable is read at every call, so it can be changed at run time (tests use ``monkeypatch.setenv``).
 ``TRITON_INTERPRET`` cannot: Triton reads it when a kernel is defined, i.e. when this package's kernel
 modules are imported.
+
+This module is a leaf: it imports no kernel module. Each kernel module imports it, and after defining its
+``@triton.jit`` kernels tells it so (:func:`note_kernel_defined`); that is how dispatch knows whether the
+kernels run in the interpreter.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from typing import Any
 
@@ -53,14 +56,28 @@ def _import_triton() -> tuple[Any, str | None]:
     return triton, None
 
 
+_kernels_defined_interpreted: bool | None = None
+"""Whether the kernels were defined in the interpreter, as told by the kernel modules; None until one has."""
+
+# the values Triton's own parser (getenv_bool) reads as true
+_TRUE_VALUES = ("1", "true", "on")
+
+
+def note_kernel_defined(kernel: Any) -> None:
+    """Called by each kernel module right after it defines a ``@triton.jit`` kernel: records whether
+    Triton built it for the interpreter (``TRITON_INTERPRET=1`` at definition) or for compilation."""
+    global _kernels_defined_interpreted
+    _kernels_defined_interpreted = type(kernel).__name__ == "InterpretedFunction"
+
+
 def _kernels_interpreted() -> bool:
     """Whether this package's Triton kernels were defined under TRITON_INTERPRET=1 (interpreter mode)."""
     if _import_triton()[0] is None:
         return False
-    # import_module, not "from segpcl.kernels import pgd_step": the package re-exports a function of that name
-    module = importlib.import_module("segpcl.kernels.pgd_step")
-    kernel = getattr(module, "_pgd_step_kernel", None)
-    return kernel is not None and type(kernel).__name__ == "InterpretedFunction"
+    if _kernels_defined_interpreted is not None:
+        return _kernels_defined_interpreted
+    # no kernel module defined its kernels yet: they will be defined under the environment as it is now
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE_VALUES
 
 
 @functools.lru_cache(maxsize=16)

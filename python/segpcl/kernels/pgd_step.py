@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from segpcl.kernels.dispatch import use_triton
+from segpcl.kernels.dispatch import note_kernel_defined, use_triton
 
 try:  # guarded: the package must import and work without triton
     import triton
@@ -88,6 +88,8 @@ if triton is not None:
             if not SKIP_INACTIVE:
                 new = tl.where(act, new, d)
         tl.store(out_ptr + base + offs, new.to(out_ptr.dtype.element_ty), mask=mask)
+
+    note_kernel_defined(_pgd_step_kernel)  # tells dispatch whether Triton built it for the interpreter
 
 
 # --------------------------------------------------------------------------------------------------

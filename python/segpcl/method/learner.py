@@ -9,7 +9,7 @@ prediction over the seen classes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +19,9 @@ from ..config import MethodSection
 from ..errors import ConfigError
 from ..models.clip import ClipModel
 from ..models.lora import frozen_teacher
-from ..models.text import class_prompts, class_text_embeddings
 from .acgd import acgd_loss
 from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors
+from .base import Batches, ContinualMethod, Needs
 from .prototypes import PrototypeMemory, dual_path_probs, prototype_probs
 from .tsgr import RootedGeometryRegularizer, TextGeometryRegularizer
 
@@ -70,11 +70,8 @@ def method_switches(name: str) -> Switches:
     return METHODS[name]
 
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-class Learner:
-    """Owns the method; the engine owns loops, devices, data loaders and checkpoints."""
+class Learner(ContinualMethod):
+    """SeGP-CL and every row of the paper's tables, as configurations of one method (see METHODS)."""
 
     def __init__(
         self,
@@ -88,19 +85,11 @@ class Learner:
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         reference_images: torch.Tensor | None = None,
     ):
-        self.model = model
-        self.cfg = cfg
         self.switches = method_switches(cfg.name)
-        self.task_sizes = task_sizes
-        self.device = torch.device(device)
-        self.autocast = autocast
-        self.text_has_lora = text_has_lora
-        self.n_templates = len(templates)
-        self.tokens = model.tokenize(class_prompts(class_names, templates)).to(self.device)
-        if self.switches.source == "ref" and reference_images is None:
-            raise ConfigError(f"method {cfg.name} needs reference images: --set method.reference=DIR")
-        self.reference_images = reference_images
         self.raw_space = cfg.prototype_space == "raw"
+        super().__init__(
+            model, class_names, templates, task_sizes, cfg, text_has_lora, device, autocast, reference_images
+        )
         if self.raw_space and self.uses_prototypes and model.raw_dim is None:
             raise ConfigError(
                 "method.prototype_space=raw needs a visual tower with a projection (open_clip ViT); "
@@ -110,25 +99,21 @@ class Learner:
         self.teacher_text: torch.Tensor | None = None
         self.anchors: AnchorSet | None = None
         self.tsgr: RootedGeometryRegularizer | TextGeometryRegularizer | None = None
-        self.prototypes = PrototypeMemory(model.raw_dim if self.raw_space and model.raw_dim else model.embed_dim)
-        self.task = -1
-        self._frozen_text: torch.Tensor | None = None
         self._reference_text: torch.Tensor | None = None
-        self._eval_text: torch.Tensor | None = None
-        self._eval_protos: torch.Tensor | None = None
         self._anchor_gen = torch.Generator()
-        self.comm = None
-        """Set by the engine under several processes (engine/distributed.py AnchorComm): the batches given to
-        before_task/after_task are then this rank's shard, merged through it."""
+        self.anchor_builder = build_anchors
+        """The DPGD function anchors are built with (the overhead bench swaps in a timed wrapper)."""
+
+    @classmethod
+    def needs(cls, name: str) -> Needs:
+        s = method_switches(name)
+        return Needs(lora=s.train, reference_images=s.source == "ref")
+
+    def prototype_dim(self) -> int:
+        raw = self.model.raw_dim
+        return raw if self.raw_space and raw else self.model.embed_dim
 
     # -- bookkeeping ---------------------------------------------------------------------------------
-    def n_seen(self, t: int | None = None) -> int:
-        t = self.task if t is None else t
-        return sum(self.task_sizes[: t + 1])
-
-    def n_old(self) -> int:
-        return self.n_seen(self.task - 1) if self.task > 0 else 0
-
     @property
     def uses_prototypes(self) -> bool:
         """Prototypes are kept for inference (dual path, NCM), for transfer, and as DPGD's visual targets."""
@@ -147,18 +132,6 @@ class Learner:
 
         return encode
 
-    def _text(self, model: ClipModel, n_classes: int) -> torch.Tensor:
-        return class_text_embeddings(model, self.tokens[: n_classes * self.n_templates], self.n_templates)
-
-    def student_text(self, n_classes: int) -> torch.Tensor:
-        """Student class embeddings; computed once and cached while the text tower has no LoRA."""
-        if self.text_has_lora and self.switches.train:
-            return self._text(self.model, n_classes)
-        if self._frozen_text is None or len(self._frozen_text) < n_classes:
-            with torch.no_grad():
-                self._frozen_text = self._text(self.model, len(self.tokens) // self.n_templates)
-        return self._frozen_text[:n_classes]
-
     @torch.no_grad()
     def reference_text(self) -> torch.Tensor:
         """Zero-shot class embeddings of all classes (LoRA switched off), computed once."""
@@ -166,12 +139,12 @@ class Learner:
             clip = self.model.clip
             off = clip.disable_adapter() if hasattr(clip, "disable_adapter") else contextlib.nullcontext()
             with off, self.autocast():
-                self._reference_text = self._text(self.model, len(self.tokens) // self.n_templates).float()
+                self._reference_text = self.class_text(self.model, len(self.tokens) // self.n_templates).float()
         return self._reference_text
 
     # -- task hooks ----------------------------------------------------------------------------------
-    def before_task(self, t: int, train_batches: Callable[[], Batches]) -> dict:
-        """Prepare task t. train_batches() iterates the task's training set unshuffled, (images, labels) on
+    def before_task(self, t: int, train_batches: Batches) -> dict:
+        """Prepare task t. train_batches iterates the task's training set unshuffled, (images, labels) on
         the device; it is only called when anchors are needed. Returns information for the log."""
         self.task = t
         self.anchors, self.tsgr, self.teacher = None, None, None
@@ -191,7 +164,7 @@ class Learner:
             return info
         self.teacher = frozen_teacher(self.model)
         with torch.no_grad():
-            self.teacher_text = self._text(self.teacher, n_seen)
+            self.teacher_text = self.class_text(self.teacher, n_seen)
         if use_tsgr and cfg.tsgr_mode == "edges":
             self.tsgr = TextGeometryRegularizer(self.teacher_text, cfg.tsgr_k, cfg.tsgr_threshold)
             info["tsgr_edges"] = self.tsgr.n_edges
@@ -202,7 +175,7 @@ class Learner:
                 info["anchor_stats"] = self.anchors.stats
         return info
 
-    def _build_source(self, train_batches: Callable[[], Batches], n_old: int) -> AnchorSet:
+    def _build_source(self, train_batches: Batches, n_old: int) -> AnchorSet:
         s = self.switches
         if s.source == "ref":
             images = self.reference_images.to(self.device)
@@ -223,19 +196,19 @@ class Learner:
         pgd = s.source == "anchors" and self.cfg.anchors == "pgd"
         return self._dpgd(self.teacher, self.teacher_text, train_batches, n_old, pgd, s.text_only_pgd)
 
-    def probe_anchors(self, teacher: ClipModel, train_batches: Callable[[], Batches]) -> AnchorSet:
+    def probe_anchors(self, teacher: ClipModel, train_batches: Batches) -> AnchorSet:
         """DPGD anchors of the current task from `teacher` with the configured settings, for methods that build
         none (the drift diagnostic's "where would the anchors be"); the method never sees them. The prototype
         target is used only where the method keeps prototypes."""
         with torch.no_grad():
-            teacher_text = self._text(teacher, self.n_seen())
+            teacher_text = self.class_text(teacher, self.n_seen())
         return self._dpgd(teacher, teacher_text, train_batches, self.n_old(), True, self.switches.text_only_pgd)
 
     def _dpgd(
         self,
         teacher: ClipModel,
         teacher_text: torch.Tensor,
-        train_batches: Callable[[], Batches],
+        train_batches: Batches,
         n_old: int,
         pgd: bool,
         text_only: bool,
@@ -243,9 +216,9 @@ class Learner:
         cfg = self.cfg
         lambda_p = 0.0 if text_only else cfg.lambda_p
         protos = self.prototypes.matrix(n_old, device=self.device) if lambda_p != 0 and len(self.prototypes) else None
-        return build_anchors(
+        return self.anchor_builder(
             self.encoder(teacher),
-            (images for images, _ in train_batches()),
+            (images for images, _ in train_batches),
             teacher_text,
             n_old,
             protos,
@@ -305,7 +278,7 @@ class Learner:
         return loss, parts
 
     @torch.no_grad()
-    def after_task(self, t: int, train_batches: Callable[[], Batches]) -> dict:
+    def after_task(self, t: int, train_batches: Batches) -> dict:
         """Transfer the old prototypes by the anchor drift, then add the new classes' prototypes."""
         self.teacher = None
         info: dict = {}
@@ -324,11 +297,11 @@ class Learner:
             )
             info["mean_prototype_shift"] = float(shifts.norm(dim=1).mean())
         if self.comm is None:
-            for images, labels in train_batches():
+            for images, labels in train_batches:
                 self.prototypes.add(self._encode_batched(images)[1], labels)
             return info
         shard = PrototypeMemory(self.prototypes.bank.dim)  # this rank's shard, then every rank's, in rank order
-        for images, labels in train_batches():
+        for images, labels in train_batches:
             shard.add(self._encode_batched(images)[1], labels)
         for state in self.comm.gather(shard.state_dict() if len(shard) else None):
             if state is not None:
@@ -354,6 +327,22 @@ class Learner:
         self._eval_protos = self.prototypes.matrix(n, fallback, device=self.device) if use_protos else None
 
     @torch.no_grad()
+    def use_branch(self, t: int, branch: str) -> None:
+        """Predict after task t with the run's own inference ("run"), CLIP alone ("clip"), or CLIP fused with
+        the prototype branch ("dual"; only where prototypes were kept and beta > 0)."""
+        self.begin_eval(t)
+        if branch == "clip":
+            self._eval_protos = None
+        elif branch == "dual" and (self._eval_protos is None or self.switches.ncm):
+            if not len(self.prototypes) or self.cfg.beta == 0 or self.switches.ncm:
+                raise ConfigError(
+                    f"the run's method {self.cfg.name!r} has no dual path (no prototypes, beta = 0, or "
+                    "the prototype branch alone): use --branch clip or run"
+                )
+            fallback = None if self.raw_space else self._eval_text
+            self._eval_protos = self.prototypes.matrix(self.n_seen(t), fallback, device=self.device)
+
+    @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [B, n_seen] (call begin_eval first)."""
         scale = float(self.model.logit_scale())
@@ -372,11 +361,3 @@ class Learner:
         return dual_path_probs(
             feats, self._eval_text, proto_feats, self._eval_protos, scale, proto_scale, self.cfg.beta, self.cfg.fusion
         )
-
-    # -- checkpoints ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"task": self.task, "prototypes": self.prototypes.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.task = int(state["task"])
-        self.prototypes.load_state_dict(state["prototypes"])

@@ -121,7 +121,7 @@ def load_clip(
     import open_clip
 
     if arch == "toy-clip" and pretrained is None:
-        from .toy_clip import pretrained_toy_clip
+        from .toy.clip import pretrained_toy_clip
 
         return pretrained_toy_clip().to(device)
 

@@ -6,7 +6,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 
 TINY_CONFIGS: dict[str, dict] = {
-    # The toy world's CLIP, pretrained by segpcl itself (models/toy_clip.py).
+    # The toy world's CLIP, pretrained by segpcl itself (models/toy/).
     "toy-clip": dict(
         embed_dim=64,
         vision=dict(layers=4, width=128, head_width=32, patch_size=8, image_size=32),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def accuracy_table(metrics: dict) -> str:
-    from .metrics import seen_accuracy_of
+    from ..metrics import seen_accuracy_of
 
     acc, seen = metrics["accuracy_matrix"], seen_accuracy_of(metrics)
     n = len(acc)
@@ -41,7 +41,7 @@ def accuracy_svg(metrics: dict, width: int = 720, height: int = 380) -> str:
     """A dependency-free SVG plot: accuracy (percent) on each task's classes (thin lines, one colour per task)
     and over all seen classes (thick black line) after each training task, with a legend; every point is
     marked, so a task seen only once (the last) shows too."""
-    from .metrics import seen_accuracy_of
+    from ..metrics import seen_accuracy_of
 
     acc, total = metrics["accuracy_matrix"], seen_accuracy_of(metrics)
     n = max(len(acc), 2)
@@ -108,7 +108,7 @@ def load_run_metrics(path) -> tuple[str, dict]:
     import json
     from pathlib import Path
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     p = Path(path)
     file = p / "metrics.json" if p.is_dir() else p
@@ -175,7 +175,7 @@ def curves_svg(runs: list[tuple[str, dict]], width: int = 760, height: int = 420
     """A dependency-free SVG of several runs on one figure: accuracy over all seen classes (percent) against the
     number of tasks learned, one coloured line (with dots) and legend entry per run; runs of different lengths
     (10- and 20-step streams) share the x axis up to the longest."""
-    from .metrics import seen_accuracy_of
+    from ..metrics import seen_accuracy_of
 
     series = [(label, list(seen_accuracy_of(m))) for label, m in runs]
     n = max([len(v) for _, v in series] + [2])

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from ..config import RunConfig
+from ..engine.checkpoint import write_json
+from ..engine.trainer import config_differences, is_run_dir, load_run_config, run_training
+from ..errors import ConfigError
 from .ablation_table import ablation_markdown, ablation_rows, ablation_svg
-from .config import RunConfig
-from .engine.checkpoint import write_json
-from .engine.trainer import config_differences, is_run_dir, load_run_config, run_training
-from .errors import ConfigError
 
 
 def _finished(run_dir: Path) -> dict | None:
@@ -80,7 +80,7 @@ def run_ablation(
     echo: Callable[[str], None] = print,
     fresh: bool = False,
 ) -> dict:
-    from .config import validate
+    from ..config import validate
 
     configs = {(m, s): config_for(m, s) for m in methods for s in seeds}
     for cfg in configs.values():

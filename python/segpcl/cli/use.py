@@ -1,5 +1,5 @@
-"""Commands that use what a run trained: `segpcl eval`, `segpcl predict`, `segpcl export` (registered on the
-`segpcl` group in cli.py). Parse options, call the library, print."""
+"""Commands that use what a run trained: `segpcl eval`, `segpcl predict`, `segpcl export`. Parse options, call the
+library, print."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu, c
 @click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
 def eval_command(run, task, data_root, device, branch, json_path, quiet):
     """Re-evaluate a run's checkpoint on its benchmark: accuracy on each task's classes and on all seen."""
-    from .engine.reopen import evaluate_task, reopen, set_branch
+    from ..inference.reopen import evaluate_task, reopen, set_branch
 
     r = reopen(run, task=task, device=device, data_root=data_root)
     set_branch(r, branch)
@@ -60,7 +60,7 @@ def eval_command(run, task, data_root, device, branch, json_path, quiet):
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON lines instead of a table.")
 def predict_command(run, images, top_k, task, data_root, device, branch, as_json):
     """Classify image files (or folders of images) with a run's model: class names and probabilities."""
-    from .continual import expand_image_paths, load_run
+    from ..inference.continual import expand_image_paths, load_run
 
     model = load_run(run, task=task, device=device, data_root=data_root)
     files = expand_image_paths(images)
@@ -80,48 +80,8 @@ def predict_command(run, images, top_k, task, data_root, device, branch, as_json
 def export_command(run, task, data_root, out):
     """Export a run's model: merged open_clip weights (.safetensors), the peft adapter, the prototypes, class
     names and templates, and a model card."""
-    from .export import export_run
+    from ..inference.export import export_run
 
     paths = export_run(run, out, task=task, data_root=data_root)
     for kind, path in paths.items():
         click.echo(f"{kind:>10}: {path}")
-
-
-@click.group("toy")
-def toy_group():
-    """The embedded toy world's CLIP."""
-
-
-@toy_group.command("pretrain")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    show_default="the package's segpcl/weights/toy-clip.safetensors",
-    help="Where to write the compact weights file.",
-)
-@click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
-def toy_pretrain(out, quiet):
-    """Pretrain the toy CLIP from its recipe (about 3 minutes on 2 CPU cores) and write the weights file that
-    ships with the package (and the user cache)."""
-    import os
-
-    from safetensors.torch import save_file
-
-    from .cache import cache_dir
-    from .models.toy_clip import ToyPretrainRecipe, pretrain_toy_clip, recipe_hash
-    from .models.toy_weights import SHIPPED, save_shipped, shipped_metadata
-
-    recipe = ToyPretrainRecipe()
-    model = pretrain_toy_clip(recipe, progress=not quiet)
-    path = save_shipped(model, recipe, out or SHIPPED)
-    cached = cache_dir() / f"toy-clip-{recipe_hash(recipe)}.safetensors"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.name}.tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in model.open_clip_state_dict().items()}, str(tmp))
-    os.replace(tmp, cached)
-    meta = shipped_metadata(path) or {}
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, recipe {meta.get('recipe_hash')}) and {cached}")
-
-
-COMMANDS = (eval_command, predict_command, export_command, toy_group)

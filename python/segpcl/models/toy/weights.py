@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from .clip import ClipModel
-from .tiny import build_tiny
+from ..clip import ClipModel
+from ..tiny import build_tiny
+from .recipe import ToyPretrainRecipe, lr_schedule, recipe_hash
 
 log = logging.getLogger("segpcl")
 
-SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "toy-clip.safetensors"
+SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "toy-clip.safetensors"  # segpcl/weights/
 FORMAT = "segpcl-toy-clip/1"
 EMBED = "token_embedding.weight"
 
@@ -40,11 +41,9 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _decayed_init(recipe) -> torch.Tensor:
+def _decayed_init(recipe: ToyPretrainRecipe) -> torch.Tensor:
     """The token embedding as pretraining leaves a row it never uses: the seeded initial value times
     (1 - lr_t * weight_decay) for every step t, in the order and float arithmetic of AdamW."""
-    from .toy_clip import lr_schedule
-
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(recipe.seed)
         clip, _, _ = build_tiny("toy-clip")  # the recipe's initialisation (pretrain_toy_clip seeds the same way)
@@ -57,11 +56,9 @@ def _decayed_init(recipe) -> torch.Tensor:
     return x
 
 
-def save_shipped(model: ClipModel, recipe, path: Path = SHIPPED) -> Path:
+def save_shipped(model: ClipModel, recipe: ToyPretrainRecipe, path: Path = SHIPPED) -> Path:
     """Write the compact file for `model` (pretrained by `recipe`); checks that it loads back bit for bit."""
     from safetensors.torch import save_file
-
-    from .toy_clip import recipe_hash
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.open_clip_state_dict().items()}
     embed = state.pop(EMBED)
@@ -92,12 +89,10 @@ def shipped_metadata(path: Path = SHIPPED) -> dict[str, str] | None:
         return None
 
 
-def load_shipped(recipe, path: Path = SHIPPED) -> ClipModel | None:
+def load_shipped(recipe: ToyPretrainRecipe, path: Path = SHIPPED) -> ClipModel | None:
     """The toy CLIP from the shipped file, or None when the file is absent, of another recipe or format, or
     does not rebuild the recorded state exactly."""
     from safetensors.torch import load_file
-
-    from .toy_clip import recipe_hash
 
     path = Path(path)
     meta = shipped_metadata(path) if path.is_file() else None

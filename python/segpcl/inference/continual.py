@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .engine.reopen import Reopened, evaluate_task, reopen, set_branch
-from .errors import ConfigError
+from ..errors import ConfigError
+from .reopen import Reopened, evaluate_task, reopen, set_branch
 
 
 class ContinualCLIP:
@@ -99,7 +99,7 @@ class ContinualCLIP:
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Image files (or folders of them) as a tensor [N, 3, S, S] in [0, 1], resized as the benchmarks do."""
-        from .benchmarks._files import load_rgb, make_transform
+        from ..benchmarks._files import load_rgb, make_transform
 
         transform = make_transform(self.image_size)
         files = expand_image_paths(paths)
@@ -139,7 +139,7 @@ class ContinualCLIP:
 
 def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
     """Files as given; folders replaced by the image files under them (sorted)."""
-    from .benchmarks._files import is_image_file
+    from ..benchmarks._files import is_image_file
 
     out: list[Path] = []
     for p in map(Path, paths):

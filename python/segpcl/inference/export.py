@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.checkpoint import RunDir
-from .engine.reopen import Reopened, reopen
-from .errors import ConfigError
+from ..engine.checkpoint import RunDir
+from ..errors import ConfigError
+from .reopen import Reopened, reopen
 
 
 def export_run(
@@ -33,7 +33,7 @@ def export_run(
     paths written, by kind."""
     from safetensors.torch import save_file
 
-    from .models.lora import frozen_teacher
+    from ..models.lora import frozen_teacher
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -1,49 +1,32 @@
-"""The toy CLIP recipe: a tiny open_clip CLIP that segpcl pretrains itself, contrastively, on captioned
+"""The toy CLIP: a tiny open_clip CLIP that segpcl pretrains itself, contrastively, on captioned
 renderings of the toy world's pretraining domain (half the batches mildly shifted towards the downstream
 domain, so zero-shot transfer does not collapse). Deterministic from a seed; cached under a content hash."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import toyworld as tw
-from ..cache import cache_dir
-from .clip import ClipModel
-from .tiny import build_tiny
+from ... import toyworld as tw
+from ...environment import cache_dir
+from ..clip import ClipModel
+from ..tiny import build_tiny
+from . import weights
+from .recipe import RECIPE_VERSION, ToyPretrainRecipe, lr_schedule, recipe_hash
 
-RECIPE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ToyPretrainRecipe:
-    steps: int = 700
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: int = 50
-    seed: int = 0
-    mild_shift_fraction: float = 0.5
-
-
-def recipe_hash(recipe: ToyPretrainRecipe) -> str:
-    payload = json.dumps(
-        {
-            "recipe": asdict(recipe),
-            "version": RECIPE_VERSION,
-            "render": tw.RENDER_VERSION,
-            "arch": "toy-clip",
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+# the recipe's names live in recipe.py; they stay importable from here (cli/use.py imports them from here)
+__all__ = [
+    "RECIPE_VERSION",
+    "ToyPretrainRecipe",
+    "lr_schedule",
+    "pretrain_toy_clip",
+    "pretrained_toy_clip",
+    "recipe_hash",
+]
 
 
 def _caption_table(tokenizer) -> tuple[torch.Tensor, int]:
@@ -63,11 +46,6 @@ def _caption_table(tokenizer) -> tuple[torch.Tensor, int]:
 
 def _wrap(clip, tokenizer, image_size) -> ClipModel:
     return ClipModel(clip, tokenizer, image_size)
-
-
-def lr_schedule(recipe: ToyPretrainRecipe):
-    """Linear warm-up, then cosine decay (a LambdaLR factor; toy_weights.py replays it)."""
-    return lambda s: min(1.0, (s + 1) / recipe.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / recipe.steps)))
 
 
 def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress: bool = True) -> ClipModel:
@@ -114,12 +92,10 @@ def pretrain_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress:
 
 def pretrained_toy_clip(recipe: ToyPretrainRecipe = ToyPretrainRecipe(), progress: bool = True) -> ClipModel:
     """The pretrained toy CLIP: the weights shipped with the package when they come from this recipe
-    (toy_weights.py), else the user cache, else pretrained now (and cached)."""
+    (weights.py), else the user cache, else pretrained now (and cached)."""
     from safetensors.torch import load_file, save_file
 
-    from .toy_weights import load_shipped
-
-    shipped = load_shipped(recipe)
+    shipped = weights.load_shipped(recipe)
     if shipped is not None:
         return shipped
 

@@ -87,7 +87,7 @@ def ablation_markdown(rows: list[dict], bench: str, baseline: str = BASELINE) ->
 
 def ablation_svg(rows: list[dict], bench: str, baseline: str = BASELINE, metric: str = "last") -> str:
     """Bars: each method's paired difference of `metric` to the baseline, with its 95% interval as whiskers."""
-    from .report import _escape, _hex_colour
+    from ..report import _escape, _hex_colour
 
     items = [(r["method"], r["vs_" + baseline][metric]) for r in rows if "vs_" + baseline in r]
     width, bar, gap, left, top, bottom = 760, 34, 14, 70, 40, 150

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, resolve_config
-from .engine.trainer import RunResult, run_training
+from ..config import RunConfig, resolve_config
+from .entry import run_training
+from .run import RunResult
 
 
 def train(

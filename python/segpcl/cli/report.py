@@ -1,0 +1,33 @@
+"""`segpcl report`: several runs side by side (the library side is the package segpcl.report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for accuracy_curves.svg and summary.csv.",
+)
+def report(runs, out):
+    """Several runs side by side: a table (Last, Avg, forgetting, BWT, FWT), summary.csv, and one SVG figure of
+    the accuracy on all seen classes against the number of tasks learned (RUN: a run directory or metrics.json)."""
+    from ..report import curves_svg, load_run_metrics, run_summary, summary_csv, summary_table
+
+    loaded = [load_run_metrics(r) for r in runs]
+    labels = [label for label, _ in loaded]
+    if len(set(labels)) < len(labels):  # two runs with the same folder name: use the paths given
+        loaded = [(str(r), m) for r, (_, m) in zip(runs, loaded, strict=True)]
+    rows = [run_summary(label, m) for label, m in loaded]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy_curves.svg").write_text(curves_svg(loaded))
+    (out / "summary.csv").write_text(summary_csv(rows))
+    click.echo(summary_table(rows))
+    click.echo(f"figure: {out / 'accuracy_curves.svg'}  table: {out / 'summary.csv'}")

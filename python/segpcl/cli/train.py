@@ -1,0 +1,164 @@
+"""`segpcl train` (also under torchrun, and its --nproc launcher) and `segpcl ablate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .options import _ablation_methods, _config_from_options, _method_names, _overrides, _train_options
+
+NOT_ON_RESUME = (
+    "bench", "method", "out", "config_file", "arch", "pretrained", "initial", "increment",
+    "class_order", "class_names", "templates", "seed", "zs_eval", "download", "preset",
+)  # fmt: skip
+"""Options that define a run or apply only at its start: an error with --resume."""
+
+
+def _resume_overrides(ctx: click.Context, kw) -> dict:
+    """What may change when a run continues (device, workers, data location, learning settings via --set);
+    what defines the run (benchmark, method, model, split, seed) or acts only at its start may not. --set keys
+    that define the run are refused by the trainer, which compares the resolved configs."""
+    from click.core import ParameterSource
+
+    from ..errors import ConfigError
+
+    given = [
+        p.opts[0]
+        for p in ctx.command.params
+        if p.name in NOT_ON_RESUME and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot change when resuming a run (they define the run or act only at its start); "
+            "only --device, --workers, --data-root, --epochs, --precision, --strict, --max-tasks, --log, --from-task "
+            "and --set "
+            "(not method.name, model, lora, the data split or the seed) apply to the remaining tasks"
+        )
+    pairs = [
+        ("train.device", kw["device"]),
+        ("data.num_workers", kw["workers"]),
+        ("data.data_root", kw["data_root"]),
+        ("train.epochs", kw["epochs"]),
+        ("model.precision", kw["precision"]),
+        ("data.strict", kw["strict"]),
+        ("train.diagnose", kw["diagnose"]),
+        ("data.max_tasks", kw["max_tasks"]),
+        ("train.log", list(kw["log_kinds"]) or None),
+    ]
+    return _overrides(pairs, kw["sets"])
+
+
+@click.command()
+@_train_options
+@click.option("--method", default=None, show_default="segpcl", help=f"One of: {_method_names()}.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_default="runs/<bench>-<method>-<time>",
+    help="Run directory.",
+)
+@click.option(
+    "--resume", type=click.Path(path_type=Path), default=None, show_default="none", help="Continue a run directory."
+)
+@click.option(
+    "--from-task",
+    type=click.IntRange(min=0),
+    default=None,
+    show_default="the last verified checkpoint",
+    help="With --resume: continue after this task's checkpoint (1-based; 0 retrains all); later ones are discarded.",
+)
+@click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Data-parallel processes on this node (torchrun's launcher; train.batch_size is the global batch).",
+)
+@click.pass_context
+def train(ctx, bench, method, out, resume, from_task, quiet, nproc, **kw):
+    """Train a method on a class-incremental benchmark (default: SeGP-CL on the toy benchmark)."""
+    from ..engine import distributed
+    from ..engine.trainer import run_training
+    from ..errors import ConfigError
+    from ..report import accuracy_table
+
+    if nproc > 1 and distributed.env_world_size() <= 1:
+        ctx.exit(distributed.launch(nproc, _without_nproc(sys.argv[1:])))
+    if resume is None:
+        if from_task is not None:
+            raise ConfigError("--from-task applies only with --resume DIR")
+        result = run_training(_config_from_options(bench, method, kw), out_dir=out, progress=not quiet)
+    else:
+        result = run_training(
+            resume=resume, progress=not quiet, resume_overrides=_resume_overrides(ctx, kw), from_task=from_task
+        )
+    distributed.shutdown()
+    if distributed.env_rank() == 0:  # under torchrun only rank 0 prints
+        click.echo(accuracy_table(result.metrics))
+        click.echo(f"run directory: {result.run_dir}")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line of every process `segpcl train --nproc N` starts: the same, without --nproc."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+@click.command()
+@_train_options(seed=False)
+@click.option(
+    "--methods",
+    default=_ablation_methods(),
+    show_default=True,
+    help="Comma-separated methods (rows); segpcl-cliponly is left out: it is the lora+acgd+tsgr+pt configuration.",
+)
+@click.option("--seeds", default="1,2,3,4,5", show_default=True, help="Comma-separated seeds (0 .. 2**32-1).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_default="runs/ablation-<bench>-<time>",
+    help="Output folder.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    default=False,
+    show_default="off",
+    help="Runs found with other settings are kept; train new ones into new folders (<method>-seed<N>-<settings hash>).",
+)
+@click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
+def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
+    """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
+    from ..analysis.ablation import run_ablation
+    from ..errors import ConfigError
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 1,2,3; got {seeds!r}") from None
+    if not method_list or not seed_list:
+        raise ConfigError("--methods and --seeds each need at least one entry")
+    result = run_ablation(
+        lambda method, seed: _config_from_options(bench, method, dict(kw, seed=seed)),
+        method_list,
+        seed_list,
+        out,
+        progress=not quiet,
+        echo=click.echo,
+        fresh=fresh,
+    )
+    click.echo(result["markdown"])
+    click.echo(f"results: {result['out']}")
