@@ -28,7 +28,8 @@ of task t, seen = old + new.
 
 `drift_diagnostic` is the pure computation (models, text embeddings, batches in; a JSON-ready dict out);
 `diagnose_task` is what the trainer calls under `--diagnose`; `drift_table` and `drift_svg` render the
-entries; `python -m segpcl.analysis DIR...` summarises runs (e.g. an ablation folder) over seeds.
+entries (in drift_render.py, re-exported here); `python -m segpcl.analysis DIR...` summarises runs (e.g. an
+ablation folder) over seeds.
 """
 
 from __future__ import annotations
@@ -42,15 +43,44 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .ablation_table import BASELINE, diff_cell, paired_interval, t_half_width
+from .ablation_table import BASELINE, paired_interval, t_half_width
+from .drift_render import GROUP_COLOURS, GROUPS, drift_svg, drift_table, summary_markdown
+
+__all__ = [
+    "BOOT_SEED",
+    "BOUNDARY_FRACTION",
+    "GROUP_COLOURS",
+    "GROUPS",
+    "MAX_PER_CLASS",
+    "N_BOOT",
+    "N_NEW",
+    "RATIOS_OF_MEANS",
+    "SUMMARY_KEYS",
+    "DriftInputs",
+    "begin_diagnosis",
+    "bootstrap_mean",
+    "bootstrap_ratio",
+    "boundary_core_split",
+    "boundary_scores",
+    "capped_indices",
+    "diagnose_task",
+    "drift_diagnostic",
+    "drift_summary",
+    "drift_svg",
+    "drift_table",
+    "images_at",
+    "js_divergence",
+    "main",
+    "run_value",
+    "summary_markdown",
+    "toy_sharing",
+]
 
 BOUNDARY_FRACTION = 0.2
 N_BOOT = 1000
 BOOT_SEED = 0
 MAX_PER_CLASS = 50
 N_NEW = 256
-GROUPS = ("boundary", "core", "anchors", "new")
-"""The groups of the plot, in order."""
 
 
 # ----------------------------------------------------------------------------------------- pure parts
@@ -168,6 +198,132 @@ def _chunks(images: torch.Tensor, size: int = 256):
         yield images[i : i + size], None
 
 
+class _PairedEncoder:
+    """Per-sample drift of a batch of images between teacher and student (module docstring): JSD over the old
+    classes and over all seen classes, and the visual drift; also the teacher's normalised features."""
+
+    def __init__(self, teacher, student, teacher_text, student_text, n_old: int, autocast) -> None:
+        self.enc_t, self.enc_s = _encoder(teacher), _encoder(student)
+        self.scale_t, self.scale_s = float(teacher.logit_scale()), float(student.logit_scale())
+        self.text_t, self.text_s = teacher_text.float(), student_text.float()
+        self.n_old, self.autocast = n_old, autocast
+
+    def __call__(self, images: torch.Tensor) -> tuple[DriftInputs, torch.Tensor]:
+        with self.autocast():
+            f_t, v_t = self.enc_t(images)
+            f_s, v_s = self.enc_s(images)
+        f_t, v_t, f_s, v_s = f_t.float(), v_t.float(), f_s.float(), v_s.float()
+        cos_t, cos_s = f_t @ self.text_t.T, f_s @ self.text_s.T
+        n_old, scale_t, scale_s = self.n_old, self.scale_t, self.scale_s
+        old = js_divergence(
+            torch.softmax(scale_t * cos_t[:, :n_old], dim=1), torch.softmax(scale_s * cos_s[:, :n_old], dim=1)
+        )
+        seen = js_divergence(torch.softmax(scale_t * cos_t, dim=1), torch.softmax(scale_s * cos_s, dim=1))
+        visual = 1 - F.cosine_similarity(v_t, v_s, dim=1)
+        return DriftInputs(old.cpu(), seen.cpu(), visual.cpu()), f_t
+
+    def images(self, images: torch.Tensor | None) -> DriftInputs | None:
+        """The drift of a stack of images, measured in chunks (None for no images)."""
+        if images is None or not len(images):
+            return None
+        return DriftInputs.cat([self(x)[0] for x, _ in _chunks(images)])
+
+
+def _measure_old_classes(
+    measure: _PairedEncoder, old_batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[DriftInputs, torch.Tensor, torch.Tensor]:
+    """The drift of every old-class test image, with its boundary score (from the teacher) and its label."""
+    parts, scores, labels = [], [], []
+    for images, y in old_batches:
+        d, f_t = measure(images)
+        parts.append(d)
+        scores.append(boundary_scores(f_t, measure.text_t, y.to(f_t.device), measure.n_old).cpu())
+        labels.append(y.cpu())
+    score = torch.cat(scores) if scores else torch.zeros(0)
+    label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    return DriftInputs.cat(parts), score, label
+
+
+def _sample_groups(
+    measure: _PairedEncoder,
+    old: DriftInputs,
+    score: torch.Tensor,
+    label: torch.Tensor,
+    frac: float,
+    anchor_images: torch.Tensor | None,
+    seed_images: torch.Tensor | None,
+    new_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    sharing: torch.Tensor | None,
+) -> dict[str, DriftInputs | None]:
+    """The groups compared (None: not measured): boundary and core of the old classes, all old, anchors, new,
+    then seeds (when given) and the toy world's sharing / not_sharing old classes (when `sharing` is)."""
+    is_boundary, is_core = boundary_core_split(score, label, frac)
+    groups: dict[str, DriftInputs | None] = {
+        "boundary": old.select(is_boundary),
+        "core": old.select(is_core),
+        "old": old,
+        "anchors": measure.images(anchor_images),
+        "new": None,
+    }
+    seeds = measure.images(seed_images)
+    if seeds is not None:
+        groups["seeds"] = seeds
+    if new_batches is not None:
+        new = DriftInputs.cat([measure(x)[0] for x, _ in new_batches])
+        groups["new"] = new if len(new.jsd) else None
+    if sharing is not None:
+        kind = sharing.cpu().bool()[label.long()] if len(label) else torch.zeros(0, dtype=torch.bool)
+        groups["sharing"], groups["not_sharing"] = old.select(kind), old.select(~kind)
+    return groups
+
+
+def _group_stats(g: DriftInputs | None, n_boot: int, seed: int) -> dict:
+    """Size of a group and its mean drift by each measure (the old-class JSD with a bootstrap interval)."""
+    if g is None or len(g.jsd) == 0:
+        return {"n": 0}
+    m = bootstrap_mean(g.jsd.numpy(), n_boot, seed)
+    return {
+        "n": len(g.jsd),
+        "jsd": m["value"],
+        "jsd_low": m["low"],
+        "jsd_high": m["high"],
+        "jsd_seen": float(g.jsd_seen.mean()),
+        "visual": float(g.visual.mean()),
+    }
+
+
+def _summarise_groups(
+    groups: dict[str, DriftInputs | None], score: torch.Tensor, n_old: int, n_seen: int, sharing, settings: dict
+) -> dict:
+    """The diagnostic's JSON: group statistics, the ratios of group means with bootstrap intervals, settings."""
+    n_boot, seed = settings["n_boot"], settings["seed"]
+
+    def ratio(a: str, b: str, key: str = "jsd") -> dict | None:
+        ga, gb = groups.get(a), groups.get(b)
+        if ga is None or gb is None:
+            return None
+        return bootstrap_ratio(getattr(ga, key).numpy(), getattr(gb, key).numpy(), n_boot, seed)
+
+    out = {
+        "n_old_classes": n_old,
+        "n_new_classes": int(n_seen - n_old),
+        "groups": {name: _group_stats(g, n_boot, seed) for name, g in groups.items()},
+        "ratio": ratio("boundary", "core"),
+        "ratio_seen": ratio("boundary", "core", "jsd_seen"),
+        "ratio_visual": ratio("boundary", "core", "visual"),
+        "anchors_vs_new": ratio("anchors", "new"),
+        "anchors_vs_new_seen": ratio("anchors", "new", "jsd_seen"),
+        "anchors_vs_new_visual": ratio("anchors", "new", "visual"),
+        "seeds_vs_new": ratio("seeds", "new"),
+        "mean_boundary_score": float(score.mean()) if len(score) else None,
+        "settings": settings,
+    }
+    if sharing is not None:
+        out["ratio_kind"] = ratio("sharing", "not_sharing")
+        out["sharing_classes"] = int(sharing.sum())
+    return out
+
+
 @torch.no_grad()
 def drift_diagnostic(
     teacher,
@@ -189,88 +345,11 @@ def drift_diagnostic(
     embeddings [n_seen, d] of each model; `old_batches`: (images, labels) of old-class test images, labels in
     0..n_old-1; `sharing`: optional bool [n_old], True for old classes of the `sharing` kind. Returns the group
     sizes and means (with intervals), the ratios and the settings, as plain JSON values."""
-    enc_t, enc_s = _encoder(teacher), _encoder(student)
-    scale_t, scale_s = float(teacher.logit_scale()), float(student.logit_scale())
-    text_t, text_s = teacher_text.float(), student_text.float()
-
-    def measure(images: torch.Tensor) -> tuple[DriftInputs, torch.Tensor]:
-        with autocast():
-            f_t, v_t = enc_t(images)
-            f_s, v_s = enc_s(images)
-        f_t, v_t, f_s, v_s = f_t.float(), v_t.float(), f_s.float(), v_s.float()
-        cos_t, cos_s = f_t @ text_t.T, f_s @ text_s.T
-        old = js_divergence(
-            torch.softmax(scale_t * cos_t[:, :n_old], dim=1), torch.softmax(scale_s * cos_s[:, :n_old], dim=1)
-        )
-        seen = js_divergence(torch.softmax(scale_t * cos_t, dim=1), torch.softmax(scale_s * cos_s, dim=1))
-        visual = 1 - F.cosine_similarity(v_t, v_s, dim=1)
-        return DriftInputs(old.cpu(), seen.cpu(), visual.cpu()), f_t
-
-    parts, scores, labels = [], [], []
-    for images, y in old_batches:
-        d, f_t = measure(images)
-        parts.append(d)
-        scores.append(boundary_scores(f_t, text_t, y.to(f_t.device), n_old).cpu())
-        labels.append(y.cpu())
-    old = DriftInputs.cat(parts)
-    score = torch.cat(scores) if scores else torch.zeros(0)
-    label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    is_boundary, is_core = boundary_core_split(score, label, frac)
-    groups: dict[str, DriftInputs | None] = {
-        "boundary": old.select(is_boundary),
-        "core": old.select(is_core),
-        "old": old,
-        "anchors": None,
-        "new": None,
-    }
-    if anchor_images is not None and len(anchor_images):
-        groups["anchors"] = DriftInputs.cat([measure(x)[0] for x, _ in _chunks(anchor_images)])
-    if seed_images is not None and len(seed_images):
-        groups["seeds"] = DriftInputs.cat([measure(x)[0] for x, _ in _chunks(seed_images)])
-    if new_batches is not None:
-        new = DriftInputs.cat([measure(x)[0] for x, _ in new_batches])
-        groups["new"] = new if len(new.jsd) else None
-    if sharing is not None:
-        kind = sharing.cpu().bool()[label.long()] if len(label) else torch.zeros(0, dtype=torch.bool)
-        groups["sharing"], groups["not_sharing"] = old.select(kind), old.select(~kind)
-
-    def stats(g: DriftInputs | None) -> dict:
-        if g is None or len(g.jsd) == 0:
-            return {"n": 0}
-        m = bootstrap_mean(g.jsd.numpy(), n_boot, seed)
-        return {
-            "n": len(g.jsd),
-            "jsd": m["value"],
-            "jsd_low": m["low"],
-            "jsd_high": m["high"],
-            "jsd_seen": float(g.jsd_seen.mean()),
-            "visual": float(g.visual.mean()),
-        }
-
-    def ratio(a: str, b: str, key: str = "jsd") -> dict | None:
-        ga, gb = groups.get(a), groups.get(b)
-        if ga is None or gb is None:
-            return None
-        return bootstrap_ratio(getattr(ga, key).numpy(), getattr(gb, key).numpy(), n_boot, seed)
-
-    out = {
-        "n_old_classes": n_old,
-        "n_new_classes": int(len(text_t) - n_old),
-        "groups": {name: stats(g) for name, g in groups.items()},
-        "ratio": ratio("boundary", "core"),
-        "ratio_seen": ratio("boundary", "core", "jsd_seen"),
-        "ratio_visual": ratio("boundary", "core", "visual"),
-        "anchors_vs_new": ratio("anchors", "new"),
-        "anchors_vs_new_seen": ratio("anchors", "new", "jsd_seen"),
-        "anchors_vs_new_visual": ratio("anchors", "new", "visual"),
-        "seeds_vs_new": ratio("seeds", "new"),
-        "mean_boundary_score": float(score.mean()) if len(score) else None,
-        "settings": {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed},
-    }
-    if sharing is not None:
-        out["ratio_kind"] = ratio("sharing", "not_sharing")
-        out["sharing_classes"] = int(sharing.sum())
-    return out
+    measure = _PairedEncoder(teacher, student, teacher_text, student_text, n_old, autocast)
+    old, score, label = _measure_old_classes(measure, old_batches)
+    groups = _sample_groups(measure, old, score, label, frac, anchor_images, seed_images, new_batches, sharing)
+    settings = {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed}
+    return _summarise_groups(groups, score, n_old, len(measure.text_t), sharing, settings)
 
 
 # ----------------------------------------------------------------------------------------- engine glue
@@ -368,99 +447,6 @@ def diagnose_task(
     return {"task": t + 1, **entry, "anchors_source": kind, "max_per_class": max_per_class}
 
 
-# ----------------------------------------------------------------------------------------- rendering
-
-
-def _fmt(r: dict | None, digits: int = 2) -> str:
-    if not r:
-        return "-"
-    return f"{r['value']:.{digits}f} [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
-
-
-def _mean(g: dict) -> str:
-    return f"{g['jsd']:.3g}" if g.get("n") else "-"
-
-
-def drift_table(entries: list[dict]) -> str:
-    """Plain-text table: per task, mean D of the groups (n in parentheses) and the ratios with intervals."""
-    head = (
-        f"{'task':>4} | {'boundary':>16} | {'core':>16} | {'anchors':>16} | {'new':>16} | "
-        f"{'R = b/c [95% CI]':>22} | {'R by kind':>22} | {'anchors/new':>22}"
-    )
-    lines = ["drift diagnostic: mean JSD over the old classes (n)", head, "-" * len(head)]
-    for e in entries:
-        g = e["groups"]
-        cells = [f"{_mean(g[k])} ({g[k].get('n', 0)})" for k in GROUPS]
-        lines.append(
-            f"{e['task']:>4} | "
-            + " | ".join(f"{c:>16}" for c in cells)
-            + f" | {_fmt(e.get('ratio')):>22} | {_fmt(e.get('ratio_kind')):>22} | {_fmt(e.get('anchors_vs_new')):>22}"
-        )
-    return "\n".join(lines)
-
-
-GROUP_COLOURS = {"boundary": "#d62728", "core": "#1f77b4", "anchors": "#2ca02c", "new": "#7f7f7f"}
-
-
-def drift_svg(entries: list[dict], title: str = "", width: int = 760, height: int = 380) -> str:
-    """A dependency-free SVG: per task, bars of mean D(x) for boundary, core, anchors and random new images
-    with their bootstrap 95 % intervals as whiskers, and R_t written above each task."""
-    from ..report import _escape
-
-    left, right, top, bottom = 64, 130, 40, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    highs = [g.get("jsd_high", 0.0) for e in entries for g in e["groups"].values() if g.get("n")]
-    ymax = max(highs + [1e-6]) * 1.1
-    y = lambda v: top + plot_h * (1 - v / ymax)  # noqa: E731
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{left}" y="16" font-size="13">{_escape(title or "Drift of old classes: mean JSD per group")}</text>',
-    ]
-    for i in range(5):
-        v = ymax * i / 4
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#dddddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    slot = plot_w / max(len(entries), 1)
-    bar = slot * 0.8 / len(GROUPS)
-    for i, e in enumerate(entries):
-        x0 = left + slot * i + slot * 0.1
-        for j, name in enumerate(GROUPS):
-            g = e["groups"].get(name, {})
-            if not g.get("n"):
-                continue
-            bx, colour = x0 + bar * j, GROUP_COLOURS[name]
-            parts.append(
-                f'<rect class="bar" data-task="{e["task"]}" data-group="{name}" x="{bx:.1f}" y="{y(g["jsd"]):.1f}" '
-                f'width="{bar * 0.9:.1f}" height="{y(0) - y(g["jsd"]):.1f}" fill="{colour}"/>'
-            )
-            cx = bx + bar * 0.45
-            parts.append(
-                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(g["jsd_low"]):.1f}" y2="{y(g["jsd_high"]):.1f}" '
-                'stroke="#000000" stroke-width="1"/>'
-            )
-        r = e.get("ratio")
-        label = f"R {r['value']:.2f}" if r else "R -"
-        parts.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{top - 4}" text-anchor="middle">{label}</text>')
-        tx = left + slot * (i + 0.5)
-        parts.append(f'<text x="{tx:.1f}" y="{height - bottom + 16}" text-anchor="middle">{e["task"]}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">task</text>')
-    mid = top + plot_h / 2
-    parts.append(
-        f'<text x="14" y="{mid:.1f}" text-anchor="middle" transform="rotate(-90 14 {mid:.1f})">'
-        "mean JSD (old classes)</text>"
-    )
-    for j, name in enumerate(GROUPS):
-        ly = top + 10 + 16 * j
-        parts.append(
-            f'<rect x="{width - right + 14}" y="{ly - 8}" width="12" height="10" fill="{GROUP_COLOURS[name]}"/>'
-        )
-        parts.append(f'<text x="{width - right + 32}" y="{ly + 1}">{name}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
 # ----------------------------------------------------------------------------------------- several runs
 
 
@@ -540,39 +526,6 @@ def drift_summary(runs: list[dict]) -> dict:
         if pairs:  # R - R(lora), paired by seed
             summary[method]["ratio_vs_" + BASELINE] = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
     return summary
-
-
-def summary_markdown(summary: dict) -> str:
-    lines = [
-        "| method | runs | R = boundary / core | R by class kind | D(anchors) / D(new) | D(boundary) | D(core) "
-        "| D(anchors) | D(new) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, s in summary.items():
-        runs = max((v or {}).get("runs", 0) for v in s.values())
-        lines.append(
-            f"| {method} | {runs} | {_fmt(s['ratio'])} | {_fmt(s['ratio_kind'])} | {_fmt(s['anchors_vs_new'])} | "
-            + " | ".join(_fmt(s[f"groups.{g}"], 4) for g in GROUPS)
-            + " |"
-        )
-    lines += [
-        "",
-        "D(group) / D(new) by measure (JSD over the old classes, JSD over all seen classes, visual 1 - cos); "
-        "seeds = the anchors' images before PGD:",
-        "",
-        "| method | group | old-class JSD | seen-class JSD | visual |",
-        "|---|---|---|---|---|",
-    ]
-    for method, s in summary.items():
-        for group in ("anchors", "seeds"):
-            cells = [s[f"{group}_vs_new{m}"] for m in ("", "_seen", "_visual")]
-            if any(cells):
-                lines.append(f"| {method} | {group} | " + " | ".join(_fmt(c) for c in cells) + " |")
-    paired = {m: s["ratio_vs_" + BASELINE] for m, s in summary.items() if s.get("ratio_vs_" + BASELINE)}
-    if paired:
-        lines += ["", f"| method | R - R({BASELINE}), paired by seed (95 % t) | pairs |", "|---|---|---|"]
-        lines += [f"| {method} | {diff_cell(d)} | {d['n']} |" for method, d in paired.items()]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

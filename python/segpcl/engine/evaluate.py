@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..benchmarks.base import BAD_LABEL
+from .loaders import readable
 
 
 @torch.no_grad()
@@ -27,11 +27,11 @@ def evaluate_seen(
     skipped = 0
     task_of = torch.from_numpy(task_of_class)
     for images, labels in tqdm(loader, desc="evaluating", leave=False, disable=not progress):
-        keep = labels != BAD_LABEL
+        images, labels, keep = readable(images, labels)
         skipped += int((~keep).sum())
-        if not keep.any():
+        if not len(labels):
             continue
-        images, labels = images[keep].to(device, non_blocking=True), labels[keep]
+        images = images.to(device, non_blocking=True)
         pred = predict(images).argmax(dim=1).cpu()
         tasks = task_of[labels]
         total += np.bincount(tasks.numpy(), minlength=n_tasks_seen)[:n_tasks_seen]

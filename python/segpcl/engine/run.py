@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, validate
+from ..config import RunConfig
 from ..environment import environment
 from ..errors import ConfigError, TrainingError
 from ..method.registry import method_class
@@ -49,7 +49,8 @@ class Run:
     """One class-incremental run in its directory (see the module docstring)."""
 
     def __init__(self, cfg: RunConfig, folder: RunDir, start_after: int | None, progress: bool):
-        validate(cfg)
+        """`cfg` validated by the caller (engine/entry.py); `start_after`: the verified checkpoint to continue
+        after (None: a fresh run)."""
         self.cfg, self.folder, self.progress = cfg, folder, progress
         self.main = distributed.rank() == 0
         self.device = distributed.local_device(resolve_device(cfg.train.device))

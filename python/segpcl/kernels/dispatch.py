@@ -59,8 +59,8 @@ def _import_triton() -> tuple[Any, str | None]:
 _kernels_defined_interpreted: bool | None = None
 """Whether the kernels were defined in the interpreter, as told by the kernel modules; None until one has."""
 
-# the values Triton's own parser (getenv_bool) reads as true
-_TRUE_VALUES = ("1", "true", "on")
+# the values Triton's own parser (getenv_bool, case-insensitive, no stripping) reads as true
+_TRUE_VALUES = ("1", "true", "on", "yes", "y")
 
 
 def note_kernel_defined(kernel: Any) -> None:
@@ -77,7 +77,7 @@ def _kernels_interpreted() -> bool:
     if _kernels_defined_interpreted is not None:
         return _kernels_defined_interpreted
     # no kernel module defined its kernels yet: they will be defined under the environment as it is now
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE_VALUES
+    return os.environ.get("TRITON_INTERPRET", "").lower() in _TRUE_VALUES
 
 
 @functools.lru_cache(maxsize=16)

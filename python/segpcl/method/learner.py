@@ -99,7 +99,7 @@ class Learner(ContinualMethod):
         self.teacher_text: torch.Tensor | None = None
         self.anchors: AnchorSet | None = None
         self.tsgr: RootedGeometryRegularizer | TextGeometryRegularizer | None = None
-        self._reference_text: torch.Tensor | None = None
+        self._zero_shot_text: torch.Tensor | None = None
         self._anchor_gen = torch.Generator()
         self.anchor_builder = build_anchors
         """The DPGD function anchors are built with (the overhead bench swaps in a timed wrapper)."""
@@ -133,14 +133,14 @@ class Learner(ContinualMethod):
         return encode
 
     @torch.no_grad()
-    def reference_text(self) -> torch.Tensor:
+    def zero_shot_text(self) -> torch.Tensor:
         """Zero-shot class embeddings of all classes (LoRA switched off), computed once."""
-        if self._reference_text is None:
+        if self._zero_shot_text is None:
             clip = self.model.clip
             off = clip.disable_adapter() if hasattr(clip, "disable_adapter") else contextlib.nullcontext()
             with off, self.autocast():
-                self._reference_text = self.class_text(self.model, len(self.tokens) // self.n_templates).float()
-        return self._reference_text
+                self._zero_shot_text = self.class_text(self.model, len(self.tokens) // self.n_templates).float()
+        return self._zero_shot_text
 
     # -- task hooks ----------------------------------------------------------------------------------
     def before_task(self, t: int, train_batches: Batches) -> dict:
@@ -157,7 +157,7 @@ class Learner(ContinualMethod):
         use_tsgr = s.tsgr and self.text_has_lora and cfg.lambda_tsgr > 0
         if use_tsgr and cfg.tsgr_mode == "rooted":
             self.tsgr = RootedGeometryRegularizer(
-                self.reference_text()[:n_seen], list(range(n_old, n_seen)), cfg.tsgr_k or 10, cfg.tsgr_tau
+                self.zero_shot_text()[:n_seen], list(range(n_old, n_seen)), cfg.tsgr_k or 10, cfg.tsgr_tau
             )
             info["tsgr_edges"] = self.tsgr.n_edges
         if t == 0 or not (s.acgd or use_tsgr):

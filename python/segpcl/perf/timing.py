@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -66,17 +65,6 @@ class Timer:
             return out
 
         return wrapper
-
-
-@contextlib.contextmanager
-def timed_attribute(timer: Timer, owner: object, name: str, into: list[float]) -> Iterator[None]:
-    """While the block runs, `owner.name` is a timed wrapper of itself (every call's seconds go to `into`)."""
-    original = getattr(owner, name)
-    setattr(owner, name, timer.timed(original, into))
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 def stats(values: list[float]) -> dict:

@@ -1,5 +1,6 @@
-"""No import cycle anywhere in python/segpcl: every import counts, also those inside functions, and a
-package's own __init__ counts for `from . import x` (read from the source, nothing is imported)."""
+"""The house rules of python/segpcl, read from the source (nothing is imported): no import cycle (every import
+counts, also those inside functions and importlib calls with a constant name), no long functions in the
+engine, the method and the measurements, and a small package root."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "segpcl"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """module -> the segpcl modules it imports (anywhere in its body)."""
-    files = {_module_name(p): p for p in root.rglob("*.py")}
+    files = {_module_name(p, root): p for p in root.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -91,3 +92,28 @@ def test_the_walker_sees_cycles_inside_functions(tmp_path):
     assert find_cycle(import_graph(pkg)) == ["segpcl.a", "segpcl.b", "segpcl.a"]
     (pkg / "b.py").write_text("def f():\n    return 1\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+LONG_FUNCTION = 80
+"""Lines a function in engine/, method/ or perf/ may span (docstring included)."""
+
+
+def long_functions(folders=("engine", "method", "perf")) -> list[str]:
+    out = []
+    for folder in folders:
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > LONG_FUNCTION:
+                        out.append(f"{path.relative_to(PACKAGE)}:{node.name} ({n} lines)")
+    return out
+
+
+def test_no_long_function_in_engine_method_perf():
+    assert long_functions() == []
+
+
+def test_package_root_is_small():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= 7, root
