@@ -122,5 +122,7 @@ def test_cli_data_check_and_benches(data_root, tmp_path):
     listing = CliRunner().invoke(main, ["benches", "--data-root", str(data_root)])
     assert listing.exit_code == 0
     rows = [line.split() for line in listing.output.splitlines()[1:] if line[:1].isalpha()]
-    assert all(r[3] in ("ready", "built-in") for r in rows if r[0] not in ("imagenet_sub", "ucf101"))  # not faked here
+    not_here = ("imagenet_sub", "ucf101", "folder")  # not faked here; a root of named data sets is no ImageFolder
+    assert all(r[3] in ("ready", "built-in") for r in rows if r[0] not in not_here)
+    assert {r[0]: r[3] for r in rows}["folder"] == "missing"
     assert {r[0]: r[3] for r in rows}["ucf101"] == "missing"

@@ -101,6 +101,9 @@ def test_two_processes_match_one(runs):
     # weights on the same batches
     assert one["task_info"][0]["steps"] == two["task_info"][0]["steps"] >= 2
     assert abs(one["task_info"][0]["mean_ce"] - two["task_info"][0]["mean_ce"]) < 1e-4
+    # the pre-clip norm is that of the averaged (global batch) gradient: the same as one process's
+    assert abs(one["task_info"][0]["mean_grad_norm"] - two["task_info"][0]["mean_grad_norm"]) < 1e-3
+    assert one["task_info"][0]["clipped_share"] == two["task_info"][0]["clipped_share"]
     assert one["skipped_images"] == two["skipped_images"]
     for t in range(2):
         p = np.load(root / "one" / "checkpoints" / f"task_{t:02d}" / "prototypes.npz")

@@ -62,6 +62,8 @@ def test_pgd_anchors_move_and_seed_anchors_do_not(runs):
     seeds = runs["lora+distill-seeds"]["task_info"][1]["anchor_stats"]
     assert pgd["linf_move_max"] > 0 and seeds["linf_move_max"] == 0
     assert pgd["anchors_per_old_class_min"] == pgd["anchors_per_old_class_max"] == 2  # k_seed per old class
+    rnd = runs["lora+distill-randomclass"]["task_info"][1]["anchor_stats"]
+    assert rnd["linf_move_max"] == 0 and rnd["anchors_per_old_class_min"] == rnd["anchors_per_old_class_max"] == 2
 
 
 def test_cliponly_and_pt_row_are_the_same_configuration():
@@ -106,3 +108,81 @@ def test_raw_space_prototypes_have_the_visual_width():
     cfg.prototype_space = "embed"
     learner = Learner(model, ["a", "b"], ["a photo of a {}."], [2], cfg, text_has_lora=False)
     assert learner.prototypes.bank.dim == model.embed_dim
+
+
+def test_random_class_seeds_differ_from_the_chosen_ones_in_choice_only():
+    from segpcl.method.anchors import build_anchors
+    from segpcl.method.random_anchors import random_anchors, random_seeds
+    from segpcl.models.loading import load_clip
+
+    torch.manual_seed(0)
+    model = load_clip("tiny")
+    images = torch.rand(40, 3, 32, 32)
+    batches = [images[i : i + 16] for i in range(0, 40, 16)]
+    text = torch.nn.functional.normalize(torch.randn(6, model.embed_dim), dim=-1)  # 4 old classes, 2 new
+    with torch.no_grad():
+        chosen = build_anchors(
+            model.image_features, batches, text, 4, None, 10.0, k_seed=3, steps=1, eps=0.03, gamma=0.01,
+            lambda_p=0.0, pgd=False,
+        )  # fmt: skip
+        rnd = random_anchors(model.image_features, batches, text, 4, 10.0, k_seed=3, generator=torch.Generator())
+    assert torch.equal(torch.bincount(rnd.targets), torch.bincount(chosen.targets))  # 3 per old class each
+    assert rnd.targets.tolist() == chosen.targets.tolist()  # class by class, in the same order
+    per_class = lambda a: [set(a.seed_indices[a.targets == c].tolist()) for c in range(4)]  # noqa: E731
+    assert all(len(s) == 3 for s in per_class(rnd))  # distinct images within a class
+    assert per_class(rnd) != per_class(chosen)
+    assert torch.equal(rnd.images, images[rnd.seed_indices])  # the images themselves: no PGD
+    with torch.no_grad():
+        torch.testing.assert_close(rnd.teacher_logits, 10.0 * model.image_features(rnd.images) @ text[:4].T)
+    # streamed in batches, the draw is the one over all images at once (only the candidates are kept)
+    whole = random_seeds([images], 4, 3, torch.Generator().manual_seed(5), "cpu")[1]
+    assert torch.equal(random_seeds(batches, 4, 3, torch.Generator().manual_seed(5), "cpu")[1], whole)
+    # uniform: over many draws every image is drawn about equally often (1 class, 1 seed, 10 images)
+    counts = torch.zeros(10)
+    for seed in range(300):
+        _, idx, _ = random_seeds([torch.rand(10, 1)], 1, 1, torch.Generator().manual_seed(seed), "cpu")
+        counts[idx] += 1
+    assert counts.min() >= 10 and counts.max() <= 55  # expected 30 each
+
+
+def test_tsgr_from_task_two_leaves_the_first_task_alone():
+    from segpcl.method.learner import Learner
+    from segpcl.models.loading import load_clip
+
+    model = load_clip("tiny")
+    names = [f"class {i}" for i in range(4)]
+    for start, has_tsgr in ((1, True), (2, False)):
+        cfg = _cfg("lora+acgd+tsgr", tsgr_from_task=start).method
+        learner = Learner(model, names, ["a photo of a {}."], [2, 2], cfg, text_has_lora=True)
+        assert ("tsgr_edges" in learner.before_task(0, [])) == has_tsgr and (learner.tsgr is not None) == has_tsgr
+    with pytest.raises(ConfigError, match="tsgr_from_task"):
+        from segpcl.config import validate
+
+        validate(_cfg("segpcl", tsgr_from_task=0))
+
+
+def test_ablation_runs_the_tsgr_row_as_segpcl_with_the_setting(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import segpcl.analysis.ablation as ablation
+    from segpcl.cli import main
+    from segpcl.cli.options import _ablation_methods
+    from segpcl.engine.run import RunResult
+
+    assert {"lora+distill-randomclass", "segpcl-tsgr-from2"} <= set(_ablation_methods().split(","))
+    seen = {}
+
+    def fake_training(cfg, out_dir, progress):
+        seen[out_dir.name] = cfg
+        metrics = {"seed": cfg.train.seed, "last": 1.0, "avg": 1.0, "forgetting": 0.0, "bwt": 0.0}
+        return RunResult(out_dir, metrics)
+
+    monkeypatch.setattr(ablation, "run_training", fake_training)
+    args = ["ablate", "--methods", "segpcl,segpcl-tsgr-from2", "--seeds", "1", "--out", str(tmp_path / "a")]
+    result = CliRunner().invoke(main, [*args, "--model", "tiny", "--set", "method.tsgr_k=3"])
+    assert result.exit_code == 0, result.output
+    row, base = seen["segpcl-tsgr-from2-seed1"], seen["segpcl-seed1"]
+    assert row.method.name == base.method.name == "segpcl"
+    assert (row.method.tsgr_from_task, base.method.tsgr_from_task) == (2, 1)
+    assert row.method.tsgr_k == base.method.tsgr_k == 3  # the user's --set applies to the row too
+    assert "segpcl-tsgr-from2" in result.output

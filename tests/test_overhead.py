@@ -15,6 +15,7 @@ SMALL = [
     "--classes", str(C), "--increment", str(INC), "--templates", "2", "--batch-size", str(B),
     "--anchors-per-step", str(A), "--k-seed", str(K), "--pgd-steps", str(STEPS), "--images-per-task", str(IMAGES),
     "--eval-batch-size", "8", "--repeats", "2", "--warmup", "1", "--anchor-repeats", "1", "--threads", "1",
+    "--no-memory",  # the peak-memory children are tested in test_grad_checkpointing.py
 ]  # fmt: skip
 
 

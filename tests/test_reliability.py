@@ -78,10 +78,10 @@ KILLER = textwrap.dedent(
         tr.evaluate_seen = evaluate_seen
     elif point == "checkpoint_write":
         original_manifest = ck.write_manifest
-        def write_manifest(folder, identity=None):
+        def write_manifest(folder, identity=None, run_files=None):
             if "task_01" in folder.name:
                 die()  # the task's files are in the temporary folder, the manifest is not
-            return original_manifest(folder, identity)
+            return original_manifest(folder, identity, run_files)
         ck.write_manifest = write_manifest
     elif point == "before_latest":
         original_write = ck.atomic_write_text

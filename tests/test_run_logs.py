@@ -93,7 +93,7 @@ def test_unknown_log_kind_is_refused():
     from segpcl.config import validate
     from segpcl.errors import ConfigError
 
-    cfg = resolve_config("toy", overrides={"train": {"log": ["wandb"]}})
+    cfg = resolve_config("toy", overrides={"train": {"log": ["mlflow"]}})
     with pytest.raises(ConfigError, match="train.log"):
         validate(cfg)
 

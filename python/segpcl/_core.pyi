@@ -193,3 +193,72 @@ class PrototypeBank:
 
     def __repr__(self) -> str:
         """``PrototypeBank(dim=..., classes=...)``."""
+
+class ClassScatter:
+    """Streaming per-class means and covariances (RAPF's class statistics).
+
+    Per class it stores, in float64, the feature sum ``s``, the sum of outer products
+    ``S = sum_i x_i x_i^T`` and the sample count ``n``; :meth:`statistics` gives ``mean = s / n`` and
+    the unbiased covariance ``(S - n mean mean^T) / (n - 1)`` (zero for a class of one sample).
+    Shards merge by addition (:meth:`add` of another accumulator's :meth:`state_dict`), which is how
+    several processes combine their statistics. Each class costs ``dim * dim`` float64 values.
+
+    Not picklable; not for concurrent use (as :class:`PrototypeBank`).
+    """
+
+    def __init__(self, dim: int) -> None:
+        """An empty accumulator for ``dim``-dimensional features (``dim >= 1``)."""
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+
+    def update(self, features: npt.ArrayLike, labels: npt.ArrayLike) -> None:
+        """Add samples to the per-class sums, scatters and counts.
+
+        Args:
+            features: float32 [N, dim], finite.
+            labels: int64 [N], class ids >= 0 (new ids create classes).
+        """
+
+    def add(
+        self, class_ids: npt.ArrayLike, sums: npt.ArrayLike, scatters: npt.ArrayLike, counts: npt.ArrayLike
+    ) -> None:
+        """Add per-class sums, scatters and counts (e.g. another process's :meth:`state_dict`): the
+        same as :meth:`update` with those samples, up to float rounding.
+
+        Args:
+            class_ids: int64 [K], unique, >= 0 (new ids create classes).
+            sums: float64 [K, dim], finite.
+            scatters: float64 [K, dim, dim], finite.
+            counts: int64 [K], >= 0 (a class with count 0 is left unchanged).
+        """
+
+    def statistics(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """``(class_ids int64 [C], means float64 [C, dim], covariances float64 [C, dim, dim], counts
+        int64 [C])``, ids ascending; each covariance is unbiased and exactly symmetric."""
+
+    def state_dict(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Plain numpy state: ``"dim"`` (int64, 0-d), ``"class_ids"`` (int64 [C], ascending),
+        ``"sums"`` (float64 [C, dim]), ``"scatters"`` (float64 [C, dim, dim]), ``"counts"``
+        (int64 [C])."""
+
+    @staticmethod
+    def from_state(state: Mapping[str, npt.ArrayLike]) -> ClassScatter:
+        """Rebuild an accumulator from :meth:`state_dict`'s output (any mapping with the same keys).
+
+        Raises:
+            ValueError: a key is missing, shapes disagree, a count is < 1, an id repeats or is
+                negative, or a value is not finite.
+        """
+
+    def __len__(self) -> int:
+        """Number of stored classes."""
+
+    def __contains__(self, class_id: object) -> bool:
+        """Whether ``class_id`` (an integer) is a stored class."""
+
+    def __repr__(self) -> str:
+        """``ClassScatter(dim=..., classes=...)``."""

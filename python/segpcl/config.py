@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .engine.nofollow import atomic_write_text
 from .errors import ConfigError
 
 
@@ -28,23 +29,43 @@ class DataSection:
     task_sizes: list[int] | None = None
     """Explicit list of task sizes; overrides initial/increment."""
     class_order: str | None = None
-    """File with a class order (YAML/JSON/text list of class indices); default: PyCIL seed-1993 permutation.
-    `boundary` (toy only): each task shares an attribute with exactly half of the previous task's classes
-    (segpcl.benchmarks.toy.boundary_class_order, drawn from class_order_seed)."""
+    """`seed1993` (PyCIL's permutation), `rapf` / `mgclip` (the order file RAPF's / MG-CLIP's repository ships
+    for this benchmark: rapf for cifar100, cub200, imagenet_r, imagenet_sub; mgclip for cifar100, imagenet_r,
+    imagenet_sub; segpcl.benchmarks.protocol), or a file of class indices (YAML/JSON/text list). Empty: PyCIL's
+    permutation drawn from class_order_seed. `boundary` (toy only): each task shares an attribute with exactly
+    half of the previous task's classes (segpcl.benchmarks.toy.boundary_class_order, from class_order_seed)."""
     class_order_seed: int = 1993
-    """Seed of the PyCIL permutation when no class-order file is given."""
+    """Seed of the PyCIL permutation when class_order is empty (and of `boundary`); other orders ignore it."""
     class_names: str | None = None
     """File overriding class names (`id name` lines or one name per line)."""
     templates: str | None = None
-    """File of prompt templates, one per line with `{}`."""
+    """`ensemble` (the benchmark's own ensemble; also when empty), `single` ("a good photo of a {}.", the one
+    prompt RAPF and MG-CLIP use), or a file of prompt templates, one per line with `{}`."""
     strict: bool = False
     """Fail on unreadable image files instead of skipping and counting them."""
+    max_pixels: int = 40_000_000
+    """Images larger than this (width x height, read before decoding) are skipped and counted like unreadable
+    ones (an error with strict): far below PIL's decompression-bomb limit, so one huge file cannot stall a task."""
     download: bool = False
     """Let torchvision download the data set where it can (CIFAR100)."""
     max_train_per_class: int | None = None
     """Keep at most this many training images per class (quick runs, smoke tests); None keeps all."""
     max_test_per_class: int | None = None
-    """Keep at most this many test images per class; None keeps all."""
+    """Keep at most this many evaluation images (test, or validation) per class; None keeps all."""
+    val_fraction: float = 0.0
+    """0 (the papers' protocol): train on the whole training split, evaluate on the test split. > 0: hold out this
+    share of each class's training images (a draw of the fixed split seed, the same for every run seed) as the
+    validation set; training uses the rest and every evaluation (after each task, pre-task and zero-shot, the
+    drift diagnostic, `segpcl eval`) reads the validation images, never a test image. A benchmark with a
+    validation split of its own uses that instead: UCF101 with CoOp's json its `val` list (which trains when 0),
+    the toy 30 rendered images per class (training keeps all 80). `segpcl tune` sets 0.1 unless given."""
+    test_fraction: float = 0.2
+    """`--bench folder` with one folder of class folders (no train/ and test/): the share of each class's images
+    held out for test, drawn per class from the fixed data-split seed (the same for every run seed)."""
+    seed: int | None = None
+    """Seed of the data sample, where a benchmark draws its images: the toy renders its training, validation
+    and test images from it, so seeds 1-5 are five samples of the world. None: train.seed. Data read from
+    files ignore it (their splits stay fixed)."""
     max_tasks: int | None = None
     """Run only the first N tasks of the stream (`--max-tasks`); None runs all. May be raised on --resume."""
     num_workers: int = 0
@@ -61,6 +82,11 @@ class ModelSection:
     """Local weights file or an open_clip tag resolvable offline; None = random init (or toy pretraining)."""
     precision: str = "fp32"
     """fp32, or bf16 autocast (CUDA)."""
+    tokenizer: str | None = None
+    """Local tokenizer folder for models whose tokenizer comes from the Hugging Face hub (SigLIP, SigLIP2, CLIPA);
+    None: the files beside `pretrained`, else the local HF cache (nothing is downloaded)."""
+    grad_checkpointing: bool = False
+    """Recompute each transformer block's activations in backward (less memory, more time) for large towers."""
 
 
 @dataclass
@@ -70,13 +96,14 @@ class LoraSection:
     alpha: float = 32.0
     """LoRA alpha (scaling = alpha / rank; our reading: alpha = rank, scaling 1)."""
     dropout: float = 0.0
-    """Dropout on the LoRA input."""
+    """Dropout on the LoRA input (our reading: 0; not stated)."""
     targets: list[str] = field(default_factory=lambda: ["attn.in_proj", "mlp.c_fc"])
     """Module name suffixes inside each residual block that get LoRA. segpcl replaces open_clip's
     nn.MultiheadAttention by plain Linear projections, so `attn.in_proj` (q, k, v) and `attn.out_proj` are
-    ordinary Linear layers; paper: the in-projection and the first MLP layer (`mlp.c_fc`)."""
+    ordinary Linear layers. Our reading (the paper names no layers): the in-projection and the first MLP layer
+    (`mlp.c_fc`), which with rank 32 and B only give exactly the revision's 3.44M on ViT-B/16 (3,440,640)."""
     towers: list[str] = field(default_factory=lambda: ["visual", "text"])
-    """Towers that get LoRA: visual, text."""
+    """Towers that get LoRA: visual, text (paper: both)."""
     train_a: bool = False
     """Train LoRA's down-projection A too; paper: only the up-projection B is trained (A stays at its init)."""
 
@@ -88,7 +115,8 @@ class TrainSection:
     batch_size: int = 128
     """Training batch size (new-task images; paper: 128)."""
     optimizer: str = "sgd"
-    """sgd (paper) or adamw, over the trainable LoRA parameters, with warm-up and cosine decay."""
+    """sgd (paper: SGD with cosine decay), adamw, or adam (torch.optim.Adam, weight decay added to the
+    gradient: RAPF's), over the method's trainable parameters, with warm-up (warmup_frac) and `schedule`."""
     lr: float = 1e-3
     """Learning rate (paper: 1e-3 with SGD)."""
     momentum: float = 0.9
@@ -96,9 +124,18 @@ class TrainSection:
     weight_decay: float = 0.0
     """Weight decay (our reading: 0; the paper does not state it)."""
     warmup_frac: float = 0.1
-    """Fraction of a task's steps with linear warm-up before cosine decay."""
+    """Fraction of a task's steps with linear warm-up before cosine decay (our reading: the paper states cosine
+    decay and mentions no warm-up; the benchmark presets set 0)."""
+    schedule: str = "cosine"
+    """The learning rate after warm-up: cosine (decay to 0 over the task's steps) or multistep (times `gamma` at
+    each epoch in `milestones`, as torch's MultiStepLR stepped once per epoch: RAPF's)."""
+    milestones: list[int] = field(default_factory=list)
+    """schedule=multistep: the epochs (0-based, counted within each task) from which the rate is multiplied by
+    gamma once more."""
+    gamma: float = 0.1
+    """schedule=multistep: the factor applied at each milestone."""
     grad_clip: float = 1.0
-    """Gradient norm clip (0: off)."""
+    """Gradient norm clip (0: off; our reading: the paper does not mention clipping)."""
     eval_batch_size: int = 256
     """Evaluation batch size."""
     seed: int = 0
@@ -109,8 +146,9 @@ class TrainSection:
     """Measure the boundary-vs-core drift of the old classes at the end of every task t >= 2 (`--diagnose`;
     segpcl.analysis.drift): metrics.json `drift`, a table in log.txt, plots/drift.svg; no effect on training."""
     log: list[str] = field(default_factory=list)
-    """Extra logs beside metrics.json and metrics.csv: [tensorboard] writes event files to <run>/tensorboard
-    (`--log tensorboard`; needs `pip install segpcl[tensorboard]`)."""
+    """Extra logs beside metrics.json and metrics.csv: tensorboard writes event files to <run>/tensorboard
+    (`--log tensorboard`; needs `pip install segpcl[tensorboard]`); wandb logs to Weights & Biases, files under
+    <run>/wandb, offline unless logged in or WANDB_MODE says otherwise (`--log wandb`; `pip install segpcl[wandb]`)."""
 
 
 @dataclass
@@ -130,7 +168,8 @@ class MethodSection:
     """per_class: the k_seed new-task images most similar to each old class's text are seeds targeted at it
     (paper); global: the k_seed images with the highest best old-class similarity, targeted at that class."""
     k_seed: int = 5
-    """Seeds per old class (per_class; paper: 5) or in all (global)."""
+    """Seeds per old class (per_class; paper: 5) or in all (global); lora+distill-randomclass draws this many
+    random images per old class."""
     pgd_classes: str = "old"
     """Classes of DPGD's text cross-entropy: old, or seen (old + new: the anchor must cross the old/new
     boundary; our reading of "probe the boundary")."""
@@ -160,6 +199,10 @@ class MethodSection:
     """rooted: temperature of the neighbourhood softmax over cosines (paper: 0.05)."""
     tsgr_threshold: float | None = None
     """edges: also keep every pair with teacher text cosine >= threshold."""
+    tsgr_from_task: int = 1
+    """The first task (1-based) TSGR acts in: 1 (our reading of the paper: rooted TSGR needs no teacher, so it
+    constrains the first task's new classes too) or 2 (from the second task on, like the distillation).
+    `edges` acts from task 2 whatever this says (it compares with the previous task's teacher)."""
     prototype_space: str = "raw"
     """raw (paper): the visual tower's pooled output before the projection; embed: the normalised joint
     embedding f (the earlier reading)."""
@@ -180,6 +223,20 @@ class MethodSection:
     reference: str | None = None
     """lora+distill-ref: a folder of reference images (ZSCL-style); on the toy benchmark None = 256 images of
     the toy world's pretraining domain."""
+    rapf_beta: float = 2.0
+    """rapf: pseudo-features per step: int(10 beta) per sampled old class, int(20 beta) per hard pair (RAPF's
+    `beta`)."""
+    rapf_classes_per_step: int = 2
+    """rapf: old classes whose pseudo-features join each training batch (RAPF main.py's list_for_one_batch)."""
+    rapf_threshold: float = 0.55
+    """rapf: an (old, new) class pair is hard when their text embeddings are closer than this (Euclidean)."""
+    rapf_margin: float = 0.1
+    """rapf: margin of the hard-pair hinge."""
+    rapf_mix_bias: float = 0.6
+    """rapf: bias added to the fusion mask (1 or more keeps the new adapter whole)."""
+    rapf_shrinkage: bool = False
+    """rapf: shrink each covariance (add its mean diagonal to the diagonal and its mean off-diagonal to the rest)
+    before sampling."""
 
 
 @dataclass
@@ -257,6 +314,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.method.pgd_eps > 0 and cfg.method.pgd_gamma > 0, "method.pgd_eps and method.pgd_gamma must be > 0"),
         (cfg.method.pgd_steps >= 1 and cfg.method.k_seed >= 1, "method.pgd_steps and method.k_seed must be >= 1"),
         (cfg.method.anchors_per_step >= 1, "method.anchors_per_step must be >= 1"),
+        (
+            cfg.method.rapf_beta >= 0 and cfg.method.rapf_classes_per_step >= 0,
+            "method.rapf_beta and method.rapf_classes_per_step must be >= 0 (0: no pseudo-features)",
+        ),
+        (cfg.method.tsgr_from_task >= 1, "method.tsgr_from_task must be >= 1 (1: from the first task)"),
         (0 <= cfg.method.beta <= 1 or cfg.method.fusion == "logits", "method.beta must be in [0, 1] with fusion=probs"),
         (cfg.method.beta >= 0, "method.beta must be >= 0"),
         (cfg.method.proto_scale is None or cfg.method.proto_scale > 0, "method.proto_scale must be > 0"),
@@ -275,7 +337,8 @@ def validate(cfg: RunConfig) -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "train.optimizer": ("sgd", "adamw"),
+    "train.optimizer": ("sgd", "adamw", "adam"),
+    "train.schedule": ("cosine", "multistep"),
     "method.anchors": ("pgd", "seeds"),
     "method.seed_mode": ("per_class", "global"),
     "method.pgd_classes": ("old", "seen"),
@@ -326,6 +389,18 @@ def load_preset(bench: str, _depth: int = 0) -> dict[str, Any]:
     return data
 
 
+def method_preset(method: str, bench: str) -> dict[str, Any]:
+    """A method's own hyperparameters (presets/methods/<method>.yaml, Mammoth-style), applied over the
+    benchmark's preset: its sections, then its `by_bench: {<bench>: {...}}` entry where the method's authors (or
+    the toy) need other values on that benchmark. {} for methods without one (SeGP-CL's rows)."""
+    path = resources.files("segpcl.presets").joinpath("methods", f"{method}.yaml")
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    per_bench = data.pop("by_bench", None) or {}
+    return _deep_update(data, per_bench.get(bench) or {})
+
+
 def preset_for(bench: str, preset: str) -> str:
     """`--preset NAME` for benchmark `bench`: the preset `<bench>-NAME` if it exists, else the preset NAME."""
     names = all_preset_names()
@@ -347,8 +422,21 @@ def parse_set(items: list[str], into: dict[str, Any] | None = None) -> dict[str,
         if "=" not in item:
             raise ConfigError(f"--set takes key=value (e.g. train.lr=1e-3), got {item!r}")
         key, raw = item.split("=", 1)
-        set_dotted(out, key, yaml.safe_load(raw))
+        set_dotted(out, key, parse_yaml(raw, f"--set {item!r}: the value"))
     return out
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`text` parsed as YAML; malformed YAML is a one-line ConfigError saying where and what."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"{where} is not valid YAML ({problem}{at}); close brackets and quotes, or quote the whole value"
+        ) from None
 
 
 def resolve_config(
@@ -367,7 +455,11 @@ def resolve_config(
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        from_file = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read as text ({exc}); pass a YAML file") from None
+        from_file = parse_yaml(text, f"config file {path}") or {}
         if not isinstance(from_file, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections (data, model, lora, train, method)")
     overrides = overrides or {}
@@ -387,10 +479,17 @@ def resolve_config(
     cfg = RunConfig()
     cfg.data.bench = bench
     _merge(cfg, preset_data, "")
+    method = next((m for m in (_method_named(overrides), _method_named(from_file)) if m), cfg.method.name)
+    _merge(cfg, method_preset(method, bench), "")
     _merge(cfg, from_file, "")
     _merge(cfg, overrides, "")
     _drop_foreign_weights(cfg, preset_data, from_file, overrides)
     return cfg
+
+
+def _method_named(source: dict[str, Any]) -> str | None:
+    section = source.get("method")
+    return section.get("name") if isinstance(section, dict) else None
 
 
 def _drop_foreign_weights(cfg: RunConfig, *sources: dict[str, Any]) -> None:
@@ -428,7 +527,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 
 def write_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 SEED_MAX = 2**32 - 1
@@ -454,15 +553,24 @@ def validate_ranges(cfg: RunConfig) -> None:
         (d.max_test_per_class is None or d.max_test_per_class >= 1, "data.max_test_per_class must be >= 1 (or null)"),
         (d.max_tasks is None or d.max_tasks >= 1, f"data.max_tasks (--max-tasks) must be >= 1, got {d.max_tasks}"),
         (
-            isinstance(t.log, list) and all(k in ("tensorboard",) for k in t.log),
-            f"train.log (--log) takes a list of: tensorboard; got {t.log!r}",
+            isinstance(t.log, list) and all(k in ("tensorboard", "wandb") for k in t.log),
+            f"train.log (--log) takes a list of: tensorboard, wandb; got {t.log!r}",
         ),
         (d.num_workers >= 0, f"data.num_workers (--workers) must be >= 0, got {d.num_workers}"),
+        (d.max_pixels >= 1, f"data.max_pixels must be >= 1 (width x height), got {d.max_pixels}"),
         (0 <= d.class_order_seed <= SEED_MAX, f"data.class_order_seed must be in 0..{SEED_MAX}"),
+        (d.seed is None or 0 <= d.seed <= SEED_MAX, f"data.seed must be in 0..{SEED_MAX} (or null: train.seed)"),
+        (0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1) (0: evaluate on test), got {d.val_fraction}"),
+        (0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}"),
         (0 <= t.seed <= SEED_MAX, f"train.seed (--seed) must be in 0..{SEED_MAX}, got {t.seed}"),
         (t.epochs >= 1, f"train.epochs (--epochs) must be >= 1, got {t.epochs}"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0: off)"),
         (0 <= t.warmup_frac <= 1, "train.warmup_frac must be in [0, 1]"),
+        (
+            isinstance(t.milestones, list) and all(isinstance(m, int) and m >= 0 for m in t.milestones),
+            f"train.milestones must be a list of epochs >= 0 (e.g. [4,10]), got {t.milestones!r}",
+        ),
+        (t.gamma > 0, f"train.gamma must be > 0, got {t.gamma}"),
         (
             isinstance(d.zs_eval, dict) and all(isinstance(k, str) and k and v for k, v in d.zs_eval.items()),
             "data.zs_eval must map NAME to PATH",

@@ -2,6 +2,7 @@
 //!
 //! - [`graph`]: TSGR key-relation edge selection on a class-similarity matrix;
 //! - [`prototypes`]: the streaming prototype bank and anchor-induced prototype migration;
+//! - [`scatter`]: streaming per-class means and covariances (sums of outer products);
 //! - [`error`]: the one error type (invalid input).
 //!
 //! Those modules are plain Rust on slices and Vecs, tested by `cargo test --no-default-features`.
@@ -13,6 +14,7 @@
 pub mod error;
 pub mod graph;
 pub mod prototypes;
+pub mod scatter;
 
 #[cfg(feature = "python")]
 mod bindings;
@@ -38,5 +40,6 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::graph::select_neighbors, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::info::build_info, m)?)?;
     m.add_class::<bindings::prototypes::PyPrototypeBank>()?;
+    m.add_class::<bindings::scatter::PyClassScatter>()?;
     Ok(())
 }

@@ -66,7 +66,7 @@ pub struct PrototypeBank {
     counts: Vec<i64>,
 }
 
-fn check_class_ids(name: &str, ids: &[i64]) -> Result<()> {
+pub(crate) fn check_class_ids(name: &str, ids: &[i64]) -> Result<()> {
     if let Some(&bad) = ids.iter().find(|&&id| id < 0) {
         return Err(InvalidInput(format!(
             "{name} must be class ids >= 0, found {bad}"
@@ -75,7 +75,7 @@ fn check_class_ids(name: &str, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-fn check_unique(name: &str, ids: &[i64]) -> Result<()> {
+pub(crate) fn check_unique(name: &str, ids: &[i64]) -> Result<()> {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
@@ -87,7 +87,13 @@ fn check_unique(name: &str, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-fn check_rows(name: &str, len: usize, rows: usize, dim: usize, rows_name: &str) -> Result<()> {
+pub(crate) fn check_rows(
+    name: &str,
+    len: usize,
+    rows: usize,
+    dim: usize,
+    rows_name: &str,
+) -> Result<()> {
     if rows.checked_mul(dim) != Some(len) {
         return Err(InvalidInput(format!(
             "{name} must have shape [{rows_name}, dim] = [{rows}, {dim}], got {len} values"

@@ -1,6 +1,7 @@
 """`segpcl ablate`: the paper's ablation rows (methods) over seeds, as one table.
 
-Each (method, seed) run gets its own run directory under the output folder; a run found there is reused
+A row is a method or one of ablation_table.SETTING_ROWS (a method with --set overrides, e.g. segpcl-tsgr-from2). Each
+(row, seed) run gets its own run directory under the output folder; a run found there is reused
 (finished) or resumed (interrupted) only if its resolved config, apart from the seed, equals the requested
 one, so an ablation can be stopped and restarted but never mixes settings. A run with other settings stops
 the command with the difference, or, with `fresh`, is left alone while a new run goes into
@@ -71,6 +72,31 @@ def _plan(out: Path, method: str, seed: int, cfg: RunConfig, fresh: bool) -> tup
     raise ConfigError(f"{candidates[-1]} holds a run with other settings too; use another --out")
 
 
+def plan_cells(configs: dict[tuple[str, int], RunConfig], out: Path, fresh: bool) -> dict:
+    """(name, seed) -> (run directory under `out`, whether it holds a run of these settings), for every cell,
+    checked before any training (a mismatch stops the command with nothing changed); creates `out`."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    plans = {key: _plan(out, key[0], key[1], cfg, fresh) if out.is_dir() else (out / f"{key[0]}-seed{key[1]}", False)
+             for key, cfg in configs.items()}  # fmt: skip
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {out}: {exc.strerror or exc}") from None
+    return plans
+
+
+def run_cell(run_dir: Path, ours: bool, cfg: RunConfig, progress: bool) -> dict:
+    """The metrics of one planned cell: read if finished, resumed if interrupted, else trained into run_dir."""
+    metrics = _finished(run_dir) if ours else None
+    if metrics is None:
+        if ours:
+            metrics = run_training(resume=run_dir, progress=progress).metrics
+        else:
+            metrics = run_training(cfg, out_dir=run_dir, progress=progress).metrics
+    return metrics
+
+
 def run_ablation(
     config_for: Callable[[str, int], RunConfig],
     methods: list[str],
@@ -87,25 +113,12 @@ def run_ablation(
         validate(cfg)
     first = configs[(methods[0], seeds[0])]
     out = Path(out or Path("runs") / f"ablation-{first.data.bench}-{datetime.now():%Y%m%d-%H%M%S}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    # every cell is checked before any training, so a mismatch stops the command with nothing changed
-    plans = {key: _plan(out, key[0], key[1], cfg, fresh) if out.is_dir() else (out / f"{key[0]}-seed{key[1]}", False)
-             for key, cfg in configs.items()}  # fmt: skip
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the ablation folder {out}: {exc.strerror or exc}") from None
+    plans = plan_cells(configs, out, fresh)
     results: dict[str, list[dict]] = {}
     for method in methods:
         for seed in seeds:
             run_dir, ours = plans[(method, seed)]
-            metrics = _finished(run_dir) if ours else None
-            if metrics is None:
-                if ours:
-                    metrics = run_training(resume=run_dir, progress=progress).metrics
-                else:
-                    metrics = run_training(configs[(method, seed)], out_dir=run_dir, progress=progress).metrics
+            metrics = run_cell(run_dir, ours, configs[(method, seed)], progress)
             echo(f"{method:<18} seed {seed}: Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  ({run_dir.name})")
             results.setdefault(method, []).append(metrics)
     rows = ablation_rows(results)

@@ -15,6 +15,17 @@ METRICS = ("last", "avg", "forgetting", "bwt")
 """Reported per method; all in percentage points."""
 BASELINE = "lora"
 
+SETTING_ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # row -> (method, --set overrides): rows that differ from a method by a setting, not by a part
+    "segpcl-tsgr-from2": ("segpcl", ("method.tsgr_from_task=2",)),
+}
+"""Rows `segpcl ablate --methods` takes besides the methods: a method run with overrides (after the user's)."""
+
+
+def ablation_row(name: str) -> tuple[str, tuple[str, ...]]:
+    """(method, extra --set overrides) of an ablation row: a setting row, or a method as it is."""
+    return SETTING_ROWS.get(name, (name, ()))
+
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)

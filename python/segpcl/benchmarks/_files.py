@@ -3,8 +3,10 @@ corrupt-file policy, picklable datasets (image files, in-memory arrays), finding
 under a data root, and assembling the final `Benchmark` (class-name and template overrides).
 
 Images come out as float tensors [3, S, S] in [0, 1]: shorter side resized to S (bicubic), centre crop,
-no normalisation (the model normalises, PGD clamps to [0, 1]). A file that cannot be read gives a zero
-image with label BAD_LABEL and one warning per file, or a DataError with `strict`.
+no normalisation (the model normalises, PGD clamps to [0, 1]). High-depth images (16-bit PNG and TIFF, 32-bit
+integer or float) are scaled to 8 bits, not clipped. A file that cannot be read, or whose size is above the
+pixel cap (data.max_pixels, far below PIL's decompression-bomb limit), gives a zero image with label BAD_LABEL
+and one warning per file, or a DataError with `strict`.
 """
 
 from __future__ import annotations
@@ -53,25 +55,68 @@ def make_transform(image_size: int) -> transforms.Compose:
     )
 
 
-def load_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
-    """Decode an image file fully and convert it to RGB. Raises whatever PIL raises on a bad file.
+MAX_PIXELS = 40_000_000
+"""Default pixel cap (data.max_pixels): a 40-megapixel image decodes to 120 MB of RGB; PIL itself warns only
+above 89 and refuses above 179 megapixels, and one such image stalls a task for minutes."""
+
+
+class ImageTooLarge(DataError):
+    """An image whose width x height is above the pixel cap; it is skipped like an unreadable file."""
+
+
+def load_rgb(
+    path: str | os.PathLike, draft_size: int | None = None, max_pixels: int | None = MAX_PIXELS
+) -> Image.Image:
+    """Decode an image file fully and convert it to 8-bit RGB. Raises ImageTooLarge above `max_pixels` (read
+    from the header, before decoding), else whatever PIL raises on a bad file.
 
     With `draft_size`, a large JPEG is decoded at a reduced DCT scale whose both sides stay
     >= draft_size (so the later resize to draft_size is still a downscale): several times faster
     for multi-megapixel photos, identical for images already near the target size.
     """
     with Image.open(path) as im:
+        width, height = im.size
+        if max_pixels and width * height > max_pixels:
+            raise ImageTooLarge(
+                f"{width}x{height} is {width * height / 1e6:.1f} megapixels, above the cap of "
+                f"{max_pixels / 1e6:g} (data.max_pixels; raise it with --set data.max_pixels=N)"
+            )
         if draft_size and im.format == "JPEG":
             im.draft("RGB", (draft_size, draft_size))
+        if im.mode in HIGH_DEPTH_MODES:
+            return high_depth_to_rgb(im)
         if im.mode == "P" and "transparency" in im.info:
             return im.convert("RGBA").convert("RGB")
         return im.convert("RGB")
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+"""Single-channel modes of more than 8 bits, which PIL's convert("RGB") clips at 255 (almost all white)."""
+
+
+def high_depth_to_rgb(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit RGB: 16-bit data (every I;16 mode, and mode I
+    within 0..65535, as PNG and TIFF readers hand it over) scaled by 255/65535, floats within [0, 1] by 255,
+    anything else stretched from its own minimum to its maximum."""
+    a = np.asarray(im, dtype=np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+        scaled = a * (255 / 65535)
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        scaled = a * 255
+    else:
+        scaled = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
 
 
 _WARNED: set[str] = set()
 
 
 def _unreadable(path: str, err: BaseException, strict: bool, hint: str) -> None:
+    if isinstance(err, ImageTooLarge):
+        _too_large(path, err, strict)
+        return
     reason = f"{type(err).__name__}: {err}"
     if strict:
         raise DataError(
@@ -86,6 +131,16 @@ def _unreadable(path: str, err: BaseException, strict: bool, hint: str) -> None:
             UnreadableImageWarning,
             stacklevel=3,
         )
+
+
+def _too_large(path: str, err: ImageTooLarge, strict: bool) -> None:
+    if strict:
+        raise ImageTooLarge(
+            f"image file {path} is too large: {err}; or run without --strict to skip such images with a warning"
+        ) from None
+    if path not in _WARNED:
+        _WARNED.add(path)
+        warnings.warn(f"skipping image file {path}: {err}; it is counted as skipped", UnreadableImageWarning, 4)
 
 
 class _LabelledImages(Dataset):
@@ -113,6 +168,7 @@ class ImageFileDataset(_LabelledImages):
         strict: bool = False,
         check_hint: str = "segpcl data check",
         fast_decode: bool = True,
+        max_pixels: int | None = MAX_PIXELS,
     ):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
@@ -122,6 +178,7 @@ class ImageFileDataset(_LabelledImages):
         self.strict = bool(strict)
         self.check_hint = check_hint
         self.fast_decode = bool(fast_decode)
+        self.max_pixels = max_pixels
         self.transform = make_transform(self.image_size)
 
     def path(self, i: int) -> str:
@@ -133,7 +190,7 @@ class ImageFileDataset(_LabelledImages):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path = self.path(i)
         try:
-            image = load_rgb(path, self.image_size if self.fast_decode else None)
+            image = load_rgb(path, self.image_size if self.fast_decode else None, self.max_pixels)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, zlib/struct errors...
             _unreadable(path, err, self.strict, self.check_hint)
             return torch.zeros(3, self.image_size, self.image_size), BAD_LABEL
@@ -188,8 +245,9 @@ def describe_folder(folder: Path, limit: int = 12) -> str:
 
 @dataclass(frozen=True)
 class Locator:
-    """How to find one benchmark's data under a data root: the folder itself or a conventional
-    subfolder (one or two levels down, names matched case-insensitively)."""
+    """How to find one benchmark's data under a data root: the folder itself, a conventional subfolder (one or
+    two levels down), or where a download tool put it inside the folder it created (names matched
+    case-insensitively)."""
 
     bench: str
     aliases: tuple[str, ...]
@@ -200,6 +258,9 @@ class Locator:
     """The accepted layouts, in words, for error messages."""
     diagnose: Callable[[Path], str | None] | None = None
     """folder -> a precise message if the folder holds an incomplete layout; None otherwise."""
+    downloads: tuple[tuple[str, str], ...] = ()
+    """(sub-path, the download that creates it): where the data sits inside the folder a download made (Kaggle's
+    `ILSVRC/Data/CLS-LOC`), tried under the data root and under each alias folder."""
 
     def candidates(self, root: Path) -> list[Path]:
         out = [root]
@@ -212,7 +273,21 @@ class Locator:
                         subsub = child_ci(sub, b)
                         if subsub is not None and subsub.is_dir() and subsub not in out:
                             out.append(subsub)
+        for base in list(out):
+            for rel, _ in self.downloads:
+                sub = _descend_ci(base, rel)
+                if sub is not None and sub.is_dir() and sub not in out:
+                    out.append(sub)
         return out
+
+    def looked_for(self) -> str:
+        """Where `find` looks, in words, for error messages."""
+        where = f"that folder itself or a parent holding it under one of the names {', '.join(self.aliases)}"
+        if self.downloads:
+            where += "; or the folder a download created, with the data at " + ", ".join(
+                f"{rel}/ ({source})" for rel, source in self.downloads
+            )
+        return where
 
     def find(self, root: Path | str | None) -> tuple[Path, str] | None:
         if root is None:
@@ -245,9 +320,18 @@ class Locator:
                     raise DataError(f"{self.bench}: {msg}")
         raise DataError(
             f"{self.bench}: no accepted layout found under {root}; {describe_folder(root)}. "
-            f"Expected {self.expected} (either that folder itself or a parent holding it under one "
-            f"of the names {', '.join(self.aliases)}). See docs/DATASETS.md."
+            f"Expected {self.expected} (looked in {self.looked_for()}). See docs/DATASETS.md."
         )
+
+
+def _descend_ci(base: Path, rel: str) -> Path | None:
+    """`base/rel` for a relative path of several parts, each matched case-insensitively; None if absent."""
+    for part in rel.split("/"):
+        found = child_ci(base, part) if base.is_dir() else None
+        if found is None:
+            return None
+        base = found
+    return base
 
 
 def data_root_of(cfg: DataConfig, loc: Locator) -> Path:
@@ -400,8 +484,12 @@ def make_file_benchmark(
         class_names=class_names,
         class_keys=class_keys,
         templates=templates,
-        train=ImageFileDataset(files.train_paths, files.train_labels, cfg.image_size, cfg.strict, hint),
-        test=ImageFileDataset(files.test_paths, files.test_labels, cfg.image_size, cfg.strict, hint),
+        train=ImageFileDataset(
+            files.train_paths, files.train_labels, cfg.image_size, cfg.strict, hint, max_pixels=cfg.max_pixels
+        ),
+        test=ImageFileDataset(
+            files.test_paths, files.test_labels, cfg.image_size, cfg.strict, hint, max_pixels=cfg.max_pixels
+        ),
         train_targets=files.train_labels,
         test_targets=files.test_labels,
         expected_classes=expected_classes,

@@ -9,7 +9,7 @@ read carries the label BAD_LABEL and is dropped (and counted) by the engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,21 @@ class DataConfig:
     """Optional file of prompt templates, one per line, each containing `{}`."""
     strict: bool = False
     """Raise on unreadable image files instead of skipping them with a warning."""
+    max_pixels: int | None = 40_000_000
+    """Pixel cap (width x height, read before decoding): a larger image is skipped like an unreadable file (an
+    error with `strict`). None: no cap but PIL's own."""
     download: bool = False
     """Allow torchvision to download the data set where it can (CIFAR100 only)."""
     seed: int = 0
-    """Seed for anything random in building the data (e.g. a per-class split written to the run dir)."""
+    """Seed of the data splits a benchmark derives (ImageNet-R's 80/20, the validation hold-out): fixed, the same
+    for every run seed."""
+    sample_seed: int = 0
+    """Seed of the images a benchmark draws itself (the toy renders its training, validation and test images
+    from it: `data.seed`); data read from files ignore it."""
+    val_fraction: float = 0.0
+    """> 0: evaluate on a validation set instead of the test split (`data.val_fraction`; see `with_validation`)."""
+    test_fraction: float = 0.2
+    """Share of each class's images held out for test where a benchmark splits them itself (`folder`)."""
     run_dir: Path | None = None
     """Run directory, where benchmarks that derive a split write it down."""
 
@@ -56,6 +67,12 @@ class Benchmark:
     train_targets: np.ndarray
     test_targets: np.ndarray
     notes: dict = field(default_factory=dict)
+    val: Dataset | None = None
+    """A validation split of the benchmark's own (a release's, or the toy's rendered one); None: held out from
+    the training images when one is asked for."""
+    val_targets: np.ndarray | None = None
+    split: str = "test"
+    """What `test` holds: "test", or "validation" (the images `with_validation` chose; no test image is kept)."""
 
     @property
     def n_classes(self) -> int:
@@ -73,6 +90,11 @@ class BenchmarkInfo:
     builder: Callable[[DataConfig], Benchmark]
     is_present: Callable[[Path | None], bool]
 
+
+DATA_DEFINED = 0
+"""n_classes / initial / increment of a benchmark whose classes come from its data (`folder`)."""
+DEFAULT_TASKS = 10
+"""Tasks of a DATA_DEFINED benchmark's stream without --initial/--increment."""
 
 _REGISTRY: dict[str, BenchmarkInfo] = {}
 
@@ -118,7 +140,49 @@ def get_benchmark_info(name: str) -> BenchmarkInfo:
 
 
 def build_benchmark(name: str, cfg: DataConfig) -> Benchmark:
-    return get_benchmark_info(name).builder(cfg)
+    return with_validation(get_benchmark_info(name).builder(cfg), cfg.val_fraction, cfg.seed)
+
+
+def holdout_mask(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for round(fraction * n) of each class's n images (at least 1, never all), drawn per class from
+    (seed, class id): the same images whatever the run seed, the class order or the other classes."""
+    targets = np.asarray(targets, dtype=np.int64)
+    held = np.zeros(len(targets), dtype=bool)
+    for c in np.unique(targets):
+        idx = np.nonzero(targets == c)[0]
+        k = min(len(idx) - 1, max(1, int(np.floor(fraction * len(idx) + 0.5))))
+        if k > 0:
+            held[np.random.default_rng([seed, int(c)]).choice(idx, k, replace=False)] = True
+    return held
+
+
+def with_validation(bench: Benchmark, fraction: float, seed: int) -> Benchmark:
+    """With fraction > 0, the benchmark whose `test` is a validation set, and the test split dropped, so nothing
+    downstream can read it: the benchmark's own validation split if it has one (training keeps its images),
+    else `fraction` of each class's training images (holdout_mask), which training then loses."""
+    if fraction <= 0:
+        return bench
+    if bench.val is not None:
+        train, train_t, val, val_t = bench.train, bench.train_targets, bench.val, bench.val_targets
+        source = bench.notes.get("val_source", f"{bench.name}'s own validation split")
+    else:
+        held = holdout_mask(bench.train_targets, fraction, seed)
+        keep, out = np.nonzero(~held)[0], np.nonzero(held)[0]
+        train_t, val_t = np.asarray(bench.train_targets)[keep], np.asarray(bench.train_targets)[out]
+        train, val = _Subset(bench.train, keep), _Subset(bench.train, out)
+        source = f"{fraction:g} of each class's training images (seeded draw, split seed {seed})"
+    notes = {**bench.notes, "validation": source}
+    return replace(
+        bench,
+        train=train,
+        train_targets=train_t,
+        test=val,
+        test_targets=np.asarray(val_t),
+        val=None,
+        val_targets=None,
+        split="validation",
+        notes=notes,
+    )
 
 
 def pycil_class_order(n_classes: int, seed: int = PYCIL_SEED) -> list[int]:
@@ -139,6 +203,18 @@ def task_sizes_from(n_classes: int, initial: int, increment: int) -> list[int]:
         sizes.append(min(increment, left))
         left -= sizes[-1]
     return sizes
+
+
+def stream_task_sizes(info: BenchmarkInfo, n_classes: int, initial: int | None, increment: int | None) -> list[int]:
+    """Task sizes from --initial/--increment (None: the benchmark's own). A DATA_DEFINED benchmark has none of its
+    own: without either option its classes make DEFAULT_TASKS tasks as even as can be (larger ones first, fewer
+    tasks when there are fewer classes); one option alone sets both."""
+    if info.initial != DATA_DEFINED:
+        return task_sizes_from(n_classes, initial or info.initial, increment or info.increment)
+    if initial is None and increment is None:
+        k = min(DEFAULT_TASKS, n_classes)
+        return [n_classes // k + (1 if i < n_classes % k else 0) for i in range(k)]
+    return task_sizes_from(n_classes, initial or increment, increment or initial)  # type: ignore[arg-type]
 
 
 class _Subset(Dataset):
@@ -168,7 +244,7 @@ def limit_per_class(bench: Benchmark, max_train: int | None, max_test: int | Non
     if max_test is not None:
         idx = _first_per_class(np.asarray(test_t), max_test)
         test, test_t = _Subset(test, idx), np.asarray(test_t)[idx]
-    return Benchmark(bench.name, bench.class_names, bench.templates, train, test, train_t, test_t, bench.notes)
+    return replace(bench, train=train, test=test, train_targets=train_t, test_targets=test_t)
 
 
 class _RemappedSubset(Dataset):
@@ -225,6 +301,11 @@ class TaskStream:
     def n_seen(self, t: int) -> int:
         return sum(self.task_sizes[: t + 1])
 
+    @property
+    def split(self) -> str:
+        """Which images evaluation reads: "test", or "validation" (data.val_fraction > 0)."""
+        return self.bench.split
+
     def task_of_position(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_tasks), self.task_sizes)
 
@@ -234,13 +315,14 @@ class TaskStream:
         return _RemappedSubset(self.bench.train, idx, self.id_to_pos)
 
     def task_test_set(self, t: int) -> Dataset:
-        """Test images of task t's classes only (labels are stream positions, as everywhere in the stream)."""
+        """Evaluation images (test, or validation: `split`) of task t's classes only (labels are stream
+        positions, as everywhere in the stream)."""
         r = self.task_range(t)
         idx = np.nonzero((self._test_pos >= r.start) & (self._test_pos < r.stop))[0]
         return _RemappedSubset(self.bench.test, idx, self.id_to_pos)
 
     def test_set(self, t: int) -> Dataset:
-        """Test images of every class seen up to and including task t."""
+        """Evaluation images (test, or validation: `split`) of every class seen up to and including task t."""
         idx = np.nonzero(self._test_pos < self.n_seen(t))[0]
         return _RemappedSubset(self.bench.test, idx, self.id_to_pos)
 

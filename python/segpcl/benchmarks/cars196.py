@@ -8,7 +8,8 @@ Layouts:
 - the original all-in-one release: `car_ims/` (all 16,185 images) and `cars_annos.mat` (struct array
   `annotations` with `relative_im_path` such as car_ims/000001.jpg, bbox_*, `class` 1-based, `test` 0/1, and
   the `class_names` cell array);
-- pre-split ImageFolder `{train,test}/<class name>/`.
+- pre-split ImageFolder `{train,test}/<class name>/` (Kaggle's stanford-car-dataset-by-classes-folder holds it at
+  car_data/car_data/, found from the download's folder).
 """
 
 from __future__ import annotations
@@ -83,12 +84,13 @@ def _diagnose(folder: Path) -> str | None:
 LOCATOR = register_locator(
     Locator(
         bench="cars196",
-        aliases=(FOLDER, "cars196", "stanford-cars", "StanfordCars", "cars"),
+        aliases=(FOLDER, "cars196", "stanford-cars", "StanfordCars", "cars", "stanford-car-dataset-by-classes-folder"),
         detect=_detect,
         expected=f"torchvision's {FOLDER}/ folder (devkit/cars_meta.mat, devkit/cars_train_annos.mat, "
         f"{TEST_ANNOS}, cars_train/, cars_test/), the all-in-one car_ims/ + cars_annos.mat, "
         "or a pre-split ImageFolder {train,test}/<class name>/",
         diagnose=_diagnose,
+        downloads=(("car_data/car_data", "Kaggle's stanford-car-dataset-by-classes-folder"),),
     )
 )
 

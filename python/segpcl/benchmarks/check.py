@@ -10,13 +10,15 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._files import ArrayImageDataset, ImageFileDataset, get_locator, load_rgb
+from ._files import MAX_PIXELS, ArrayImageDataset, ImageFileDataset, get_locator, load_rgb
 from .base import BenchmarkInfo, DataConfig, get_benchmark_info, list_benchmarks
+from .walk import LinkWarning
 
 MAX_LISTED = 20
 
@@ -41,18 +43,28 @@ class DataReport:
     decoded_images: int = 0
     """Images decoded to look for unreadable files (0 for in-memory data such as CIFAR)."""
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    """(path, reason) of every file that could not be decoded."""
+    """(path, reason) of every file that could not be decoded (or is above the pixel cap)."""
+    link_loops: int = 0
+    """Folder links that loop back to a folder above them (not followed)."""
+    link_repeats: int = 0
+    """Folders or files reached a second time through a link inside one class folder (read once)."""
+    same_files: list[tuple[str, str]] = field(default_factory=list)
+    """(path, earlier path) of images that are one file under two names (links) in two classes or splits."""
     warnings: list[str] = field(default_factory=list)
     images_per_s: float | None = None
     """Decode + transform throughput through a DataLoader (speed=True)."""
     workers: int | None = None
     speed_images: int | None = None
     image_size: int = 224
+    train_source: str | None = None
+    """Which images train, where a data set ships more than train and test (UCF101's CoOp json: train + val)."""
 
     @property
     def ok(self) -> bool:
-        """No unreadable files and every class has training and test images."""
-        return not self.unreadable and not self.train_empty_classes and not self.test_empty_classes
+        """No unreadable files, no file in two places, and every class has training and test images."""
+        return (
+            not self.unreadable and not self.same_files and not self.train_empty_classes and not self.test_empty_classes
+        )
 
     def format_table(self) -> str:
         rows: list[tuple[str, str]] = [
@@ -62,12 +74,14 @@ class DataReport:
             ("classes", f"{self.n_classes} (benchmark: {self.expected_classes})"),
             ("class names", f"{self.names_source}; e.g. {', '.join(self.class_names[:3])}"),
             ("train images", f"{self.train_images}" + _empty(self.train_empty_classes)),
+            *([("training", self.train_source)] if self.train_source else []),
             ("test images", f"{self.test_images}" + _empty(self.test_empty_classes)),
             (
                 "decoded",
                 f"{self.decoded_images} files" if self.decoded_images else "in-memory data (no files to decode)",
             ),
             ("unreadable", str(len(self.unreadable))),
+            ("links", self._links()),
         ]
         if self.images_per_s is not None:
             rows.append(
@@ -87,11 +101,50 @@ class DataReport:
                 lines.append(f"  {path}: {reason}")
             if len(self.unreadable) > MAX_LISTED:
                 lines.append(f"  ... and {len(self.unreadable) - MAX_LISTED} more")
+        if self.same_files:
+            lines.append("")
+            lines.append("images that are the same file as an earlier one (reached through links):")
+            for path, first in self.same_files[:MAX_LISTED]:
+                lines.append(f"  {path} = {first}")
+            if len(self.same_files) > MAX_LISTED:
+                lines.append(f"  ... and {len(self.same_files) - MAX_LISTED} more")
         if self.warnings:
             lines.append("")
             lines.append("warnings:")
             lines.extend(f"  {w}" for w in self.warnings)
         return "\n".join(lines)
+
+    def _links(self) -> str:
+        found = [
+            f"{self.link_loops} folder link loops not followed" if self.link_loops else "",
+            f"{self.link_repeats} folders or files reached again through links, read once" if self.link_repeats else "",
+            f"{len(self.same_files)} images are the same file as another image" if self.same_files else "",
+        ]
+        return "; ".join(f for f in found if f) or "none"
+
+
+def _link_counts(caught) -> tuple[int, int]:
+    """(loops, repeats) of the folder walks' LinkWarnings."""
+    found = [w.message for w in caught if isinstance(w.message, LinkWarning)]
+    return sum(len(w.loops) for w in found), sum(len(w.repeats) for w in found)
+
+
+def same_files(paths: list[str]) -> list[tuple[str, str]]:
+    """(path, earlier path) for each path naming a file already named earlier in `paths` (a link or a hard
+    link to it): the same image in two classes, or in train and test."""
+    first: dict[tuple[int, int], str] = {}
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # reported as unreadable
+        key = (st.st_dev, st.st_ino)
+        if key in first:
+            out.append((path, first[key]))
+        else:
+            first[key] = path
+    return out
 
 
 def _empty(ids: list[int]) -> str:
@@ -100,18 +153,23 @@ def _empty(ids: list[int]) -> str:
     return f"; {len(ids)} classes without images: {ids[:10]}{' ...' if len(ids) > 10 else ''}"
 
 
-def _decode_error(path: str) -> str | None:
+def _decode_error(path: str, max_pixels: int | None = MAX_PIXELS) -> str | None:
     try:
-        load_rgb(path)
+        load_rgb(path, max_pixels=max_pixels)
         return None
     except Exception as err:  # noqa: BLE001  (any decode failure is a finding, not a crash)
         return f"{type(err).__name__}: {err}"
 
 
 def find_unreadable(
-    paths: list[str], threads: int | None = None, progress: bool = True, desc: str = "decoding"
+    paths: list[str],
+    threads: int | None = None,
+    progress: bool = True,
+    desc: str = "decoding",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> list[tuple[str, str]]:
-    """Decode every file fully with PIL (threads: PIL releases the GIL while decoding)."""
+    """Decode every file fully with PIL (threads: PIL releases the GIL while decoding); a file above
+    `max_pixels` is reported, not decoded."""
     from tqdm.auto import tqdm
 
     threads = threads or min(16, 2 * (os.cpu_count() or 1))
@@ -119,7 +177,7 @@ def find_unreadable(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            results: Iterable = pool.map(_decode_error, paths, chunksize=64)
+            results: Iterable = pool.map(partial(_decode_error, max_pixels=max_pixels), paths, chunksize=64)
             for path, err in tqdm(
                 zip(paths, results, strict=True),
                 total=len(paths),
@@ -188,7 +246,7 @@ def check_benchmark(
         root=notes.get("root", str(cfg.data_root) if cfg.data_root else None),
         layout=notes.get("layout", "built in" if not info.needs_data else "?"),
         n_classes=n,
-        expected_classes=info.n_classes,
+        expected_classes=info.n_classes or n,  # a data-defined benchmark (folder): what it found
         names_source=notes.get("names_source", "built in"),
         class_names=list(bench.class_names),
         train_images=len(bench.train_targets),
@@ -197,14 +255,21 @@ def check_benchmark(
         test_empty_classes=_empty_classes(bench.test_targets, n),
         warnings=_unique(str(w.message) for w in caught),
         image_size=cfg.image_size,
+        train_source=notes.get("train_source"),
     )
     if notes.get("split_file"):
         report.layout += f" (split: {notes['split_file']})"
+    report.link_loops, report.link_repeats = _link_counts(caught)
+    every_path: list[str] = []
     for split, ds in (("train", bench.train), ("test", bench.test)):
         if isinstance(ds, ImageFileDataset):
             paths = ds.all_paths()
+            every_path += paths
             report.decoded_images += len(paths)
-            report.unreadable += find_unreadable(paths, decode_threads, progress, desc=f"decoding {split}")
+            report.unreadable += find_unreadable(
+                paths, decode_threads, progress, desc=f"decoding {split}", max_pixels=ds.max_pixels
+            )
+    report.same_files = same_files(every_path)
     if speed:
         report.images_per_s, report.workers, report.speed_images = measure_throughput(
             bench.train, workers, speed_images
@@ -244,6 +309,8 @@ def check_folder(
     paths = ds.all_paths()
     report.decoded_images = len(paths)
     report.unreadable = find_unreadable(paths, progress=progress)
+    report.link_loops, report.link_repeats = _link_counts(caught)
+    report.same_files = same_files(paths)
     if speed:
         report.images_per_s, report.workers, report.speed_images = measure_throughput(ds, workers, speed_images)
     return report

@@ -1,7 +1,9 @@
 """CIFAR-100 (100 classes, 10 tasks of 10) from torchvision's `cifar-100-python/` folder.
 
 The pickled `train` and `test` dicts (`data` uint8 [N, 3072], `fine_labels`) and `meta`
-(`fine_label_names`) are read directly, as torchvision's CIFAR100 reads them, without its md5 check.
+(`fine_label_names`) are read directly, as torchvision's CIFAR100 reads them, without its md5 check, by an
+unpickler that builds only what the format holds (dicts, lists, strings, numbers and numpy arrays of plain
+dtypes): a pickle that names any other Python callable is refused before anything of it runs.
 With `download`, torchvision fetches the archive into the data root when the folder is missing.
 """
 
@@ -53,10 +55,58 @@ LOCATOR = register_locator(
 )
 
 
+def _plain_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("it holds an array of Python objects, which CIFAR-100 never does")
+    return dtype
+
+
+def _reconstruct(cls, shape, dtype):
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError(f"it builds a {cls!r}, not a numpy array")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def _from_buffer(buf, dtype, shape, order):
+    # protocol-5 pickles of numpy arrays
+    return np.frombuffer(buf, dtype=_plain_dtype(dtype)).reshape(shape, order=order)
+
+
+def _latin1(text, encoding="latin1"):
+    # Python 3's protocol-2 pickles write bytes as _codecs.encode(str, "latin1")
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("it encodes bytes in a way CIFAR-100 files never do")
+    return text.encode("latin1")
+
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy < 2 (the published files)
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy >= 2
+    ("numpy.core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _FormatUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-100 python format and nothing else: any other global is refused unrun."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-100 file never holds")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it refers to objects outside the file")
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
+            data = _FormatUnpickler(f, encoding="latin1").load()
     except Exception as err:  # truncated or foreign file: pickle raises many types
         raise DataError(
             f"cifar100: {path} is not a readable CIFAR-100 pickle ({type(err).__name__}: {err}); "

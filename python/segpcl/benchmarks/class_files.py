@@ -174,19 +174,25 @@ def load_templates(path: str | Path) -> list[str]:
     p, text = _read_text(path, "templates")
     data = _structured(p, text) if p.suffix.lower() in (".json", ".yaml", ".yml") else None
     items = [str(x) for x in data] if isinstance(data, list) else _lines(text)
-    if not items:
-        raise ConfigError(f"templates file {p} holds no templates (one per line, each with `{{}}`)")
+    return check_templates(items, f"templates file {p}")
+
+
+def check_templates(items, where: str) -> list[str]:
+    """`items` if it is a non-empty list of prompt templates, each a format string with exactly one `{}`;
+    else a one-line ConfigError naming `where` they come from."""
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where} holds no templates (a list of strings, each with `{{}}`)")
     for i, t in enumerate(items, 1):
-        if t.count("{}") != 1:
+        if not isinstance(t, str) or t.count("{}") != 1:
             raise ConfigError(
-                f"templates file {p}, template {i} {t!r}: each template needs exactly one `{{}}` where the "
+                f"{where}, template {i} {t!r}: each template needs exactly one `{{}}` where the "
                 "class name goes, e.g. `a photo of a {}.`"
             )
         try:
             t.format("x")
         except (IndexError, KeyError, ValueError) as err:
             raise ConfigError(
-                f"templates file {p}, template {i} {t!r} is not a valid format string ({err}); "
+                f"{where}, template {i} {t!r} is not a valid format string ({err}); "
                 "write literal braces as {{ and }}"
             ) from None
     return items

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._files import DataWarning, ImageFileDataset, child_ci, describe_folder, is_image_file
+from ._files import MAX_PIXELS, DataWarning, ImageFileDataset, child_ci, describe_folder
+from .walk import walk_images, warn_links
 
 TEST_FOLDER_NAMES = ("test", "val")
 """Accepted names of the held-out split of a pre-split folder, in order of preference."""
@@ -42,12 +43,11 @@ def class_folders(folder: Path) -> list[str]:
 
 
 def images_in(folder: Path) -> list[str]:
-    """Image files under `folder` (recursively), sorted, as full paths."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
-    return out
+    """Image files under `folder` (recursively, each real folder and file once: walk.py), sorted, as full
+    paths; a link loop or a repeat is reported in one LinkWarning."""
+    walk = walk_images(folder)
+    warn_links(folder, walk)
+    return walk.files
 
 
 def scan_imagefolder(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
@@ -128,7 +128,9 @@ def read_split_imagefolder(root: Path) -> SplitImageFolder:
     return SplitImageFolder(classes, train_paths, train_labels, test_paths, test_labels, train_dir, test_dir)
 
 
-def load_imagefolder(path: str | Path, image_size: int, strict: bool = False) -> tuple[ImageFileDataset, list[str]]:
+def load_imagefolder(
+    path: str | Path, image_size: int, strict: bool = False, max_pixels: int | None = MAX_PIXELS
+) -> tuple[ImageFileDataset, list[str]]:
     """A zero-shot evaluation set from `path/<class>/*.jpg` (or `path/test/<class>/`, `path/val/<class>/`
     when the folder is pre-split): the dataset (labels = sorted class-folder index, `.targets`) and the
     class names cleaned from folder names."""
@@ -146,4 +148,4 @@ def load_imagefolder(path: str | Path, image_size: int, strict: bool = False) ->
         )
     names = [clean_class_name(c) for c in classes]
     hint = f"segpcl data check --folder {root}"
-    return ImageFileDataset(paths, labels, image_size, strict=strict, check_hint=hint), names
+    return ImageFileDataset(paths, labels, image_size, strict=strict, check_hint=hint, max_pixels=max_pixels), names

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.nofollow import atomic_write_text
 from ..errors import DataError
 from ._files import (
     DataWarning,
@@ -97,6 +98,7 @@ LOCATOR = register_locator(
         bench="imagenet_r",
         aliases=(FOLDER, "imagenet_r", "imagenetr", "imgr"),
         detect=_detect,
+        downloads=(("imagenet-rendition/imagenet-r", "CoOp's $DATA"),),
         expected=f"the release folder {FOLDER}/<wnid>/*.jpg (with README.txt), a pre-split ImageFolder "
         "{train,test}/<wnid or name>/, or a split list file (" + ", ".join(SPLIT_LIST_NAMES) + ", or "
         "train.txt + test.txt, lines `path [label]`)",
@@ -294,9 +296,7 @@ def write_split_list(path: Path, root: Path, entries: list[tuple[str, str]], see
         lines.append(split)
         lines.extend(p for s, p in entries if s == split)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")  # in the run folder: never through a link
 
 
 # ---------------------------------------------------------------------------------------- builder
@@ -362,6 +362,7 @@ def build_imagenet_r(cfg: DataConfig) -> Benchmark:
 
     names, usable, source = _names_for(keys, search)
     notes["names_source"] = source
+    notes["class_keys"] = list(keys)  # a peer's class order holds only for wnid keys (benchmarks.protocol)
     return make_file_benchmark(
         "imagenet_r",
         cfg,

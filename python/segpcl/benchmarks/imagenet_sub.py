@@ -14,7 +14,9 @@ Layouts (ILSVRC2012 as extracted; a copy holding only the 100 class folders work
   `ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt` (one ILSVRC2012_ID per val image) and
   `ILSVRC2012_devkit_t12/data/meta.mat` (ILSVRC2012_ID -> wnid), beside train/ and val/ or one level up;
 - the same flat val/ with Kaggle's `LOC_val_solution.csv` (`ImageId,PredictionString`, the wnid first).
-Other ImageNet classes present under train/ or val/ are ignored.
+Other ImageNet classes present under train/ or val/ are ignored. The data root may also be the folder a download
+created: Kaggle's `imagenet-object-localization-challenge/` (ILSVRC/Data/CLS-LOC/ inside, LOC_val_solution.csv at
+its top) or CoOp's `$DATA` / `$DATA/imagenet` (images/{train,val}/ inside).
 """
 
 from __future__ import annotations
@@ -255,11 +257,16 @@ LOCATOR = register_locator(
             "imagenet-100",
             "imagenet_sub",
             "imagenet-sub",
+            "imagenet-object-localization-challenge",
         ),
         detect=_detect,
         expected="an ILSVRC2012 folder with train/<wnid>/ and val/ (val/<wnid>/, or flat ILSVRC2012_val_*.JPEG "
         f"with {DEVKIT}/data/{GROUND_TRUTH} + {META}, or with {KAGGLE_CSV})",
         diagnose=_diagnose,
+        downloads=(
+            ("ILSVRC/Data/CLS-LOC", "Kaggle's imagenet-object-localization-challenge"),
+            ("images", "CoOp's $DATA/imagenet"),
+        ),
     )
 )
 

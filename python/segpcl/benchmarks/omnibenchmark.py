@@ -2,10 +2,13 @@
 ImageFolder `{train,test}/<class folder>/` (10 tasks of 30). Names are cleaned from the folder names
 (numeric prefix dropped, underscores to spaces); duplicate names after cleaning are warned about.
 
-Releases whose class folders are bare ids (`0/`, `1/`, ... `299/`) carry no class names; segpcl ships no
-id -> name table (the published mapping of the processed split could not be verified), so such a folder needs
---class-names FILE (`id name` lines, the id being the folder name) and is an error without it: CLIP must never
-be prompted with "a photo of a 10."."""
+Releases whose class folders are bare ids (`0/`, `1/`, ... `299/`) carry no class names, and no id -> name table
+for them is published: the split's author says the ids have no known names (LAMDA-CL/RevisitingCIL issue #7,
+"the class labels in the source dataset are named with numerical numbers ... I also do not know the class names
+for them"), and the source release's `trainid2name_v2.json` (ZhangYuanhan-AI/OmniBenchmark) numbers classes
+within each of its 21 realms, which the split's folder ids do not name. So such a folder needs --class-names FILE
+(`id name` lines, the id being the folder name) and is an error without it: CLIP must never be prompted with
+"a photo of a 10."."""
 
 from __future__ import annotations
 
@@ -54,7 +57,8 @@ def build_omnibenchmark(cfg: DataConfig) -> Benchmark:
         raise DataError(
             f"omnibenchmark: {len(bare)} of the {len(names)} class folders under {s.train_dir} are bare ids "
             f"(e.g. {bare[0]!r}), which would prompt CLIP with 'a photo of a {bare[0]}.'; pass --class-names FILE "
-            "with one `id name` line per class folder (e.g. `10 sea anemone`)"
+            "with one `id name` line per class folder (e.g. `10 sea anemone`); no id -> name list of this split is "
+            "published (LAMDA-CL/RevisitingCIL issue #7)"
         )
     return make_file_benchmark(
         "omnibenchmark",

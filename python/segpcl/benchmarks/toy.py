@@ -1,5 +1,6 @@
 """The embedded toy benchmark: 64 (colour, shape) classes of the toy world's downstream domain,
-8 tasks of 8 classes, 80 training and 30 test images per class, rendered in memory from a seed."""
+8 tasks of 8 classes, 80 training and 30 test images per class (30 validation images when asked for), rendered
+in memory from the data seed (`data.seed`, default the run seed): each data seed is another sample of the world."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ from .base import Benchmark, DataConfig, register_benchmark
 TOY_TEMPLATES = ["a photo of a {}.", "a {}."]
 TRAIN_PER_CLASS = 80
 TEST_PER_CLASS = 30
+VAL_PER_CLASS = TEST_PER_CLASS
+"""The toy's own validation set (data.val_fraction > 0) is as large as its test set and rendered apart, so
+training keeps all its images and tuning sees as many images as the final evaluation."""
 TOY_DATA_SEED = 12345
+SPLITS = ("train", "test", "val")
+
+
+def render_seed(data_seed: int, split: str) -> int:
+    """The rendering seed of one split of one data sample (part of the cache file's name). Data seed 0 renders
+    the images every seed used before data.seed existed; distinct for every (data seed, split): 2 * 7919 < 1_000_003."""
+    return TOY_DATA_SEED + 7919 * SPLITS.index(split) + 1_000_003 * int(data_seed)
 
 
 class _InMemoryImages(Dataset):
@@ -67,8 +78,13 @@ def _rendered_split(per_class: int, seed: int, image_size: int) -> _InMemoryImag
     needs_data=False,
 )
 def build_toy(cfg: DataConfig) -> Benchmark:
-    train = _rendered_split(TRAIN_PER_CLASS, TOY_DATA_SEED, cfg.image_size)
-    test = _rendered_split(TEST_PER_CLASS, TOY_DATA_SEED + 7919, cfg.image_size)
+    train = _rendered_split(TRAIN_PER_CLASS, render_seed(cfg.sample_seed, "train"), cfg.image_size)
+    test = _rendered_split(TEST_PER_CLASS, render_seed(cfg.sample_seed, "test"), cfg.image_size)
+    val = (
+        _rendered_split(VAL_PER_CLASS, render_seed(cfg.sample_seed, "val"), cfg.image_size)
+        if cfg.val_fraction > 0
+        else None
+    )
     return Benchmark(
         name="toy",
         class_names=list(tw.CLASS_NAMES),
@@ -77,6 +93,9 @@ def build_toy(cfg: DataConfig) -> Benchmark:
         test=test,
         train_targets=train.labels,
         test_targets=test.labels,
+        notes={"data_seed": cfg.sample_seed, "val_source": f"{VAL_PER_CLASS} rendered images per class"},
+        val=val,
+        val_targets=None if val is None else val.labels,
     )
 
 

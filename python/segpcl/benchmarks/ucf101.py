@@ -4,7 +4,8 @@ Layouts, tried in this order:
 1. CoOp's distribution: `ucf101/UCF-101-midframes/<Class_Name>/<video>.jpg` + `ucf101/split_zhou_UCF101.json`
    (`{"train": [[path, label, classname], ...], "val": [...], "test": [...]}`, paths relative to
    UCF-101-midframes/). Training = CoOp's train + val (our reading: class-incremental papers keep no
-   validation split), test = its test (the videos of UCF101's official test list 1).
+   validation split), test = its test (the videos of UCF101's official test list 1). With data.val_fraction > 0
+   training is CoOp's train alone and its val is the validation set (the fraction is not used).
 2. Pre-split ImageFolder `{train,test}/<class>/*.jpg` (test/ may be val/).
 3. An ImageFolder of frames `<class>/v_<Action>_gNN_cMM*.jpg` (e.g. UCF-101-midframes/ without the json, or
    frames extracted by any tool that keeps the video name): UCF101's official split 1 by group, videos of
@@ -23,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ._files import FileSplit, Locator, child_ci, describe_folder, make_file_benchmark, register_locator
+from ._files import (
+    FileSplit,
+    ImageFileDataset,
+    Locator,
+    check_hint,
+    child_ci,
+    describe_folder,
+    make_file_benchmark,
+    register_locator,
+)
 from .base import Benchmark, DataConfig, register_benchmark
 from .imagefolder import class_folders, images_in, is_split_imagefolder, scan_imagefolder, test_folder
 from .templates import UCF101_TEMPLATES
@@ -122,7 +132,8 @@ LOCATOR = register_locator(
 )
 
 
-def _read_coop(js: Path, frames: Path) -> tuple[list[str], FileSplit]:
+def _read_coop(js: Path, frames: Path, keep_val: bool) -> tuple[list[str], FileSplit, tuple[list[str], np.ndarray]]:
+    """(class names, split, val): training is train + val, or train alone with `keep_val` (val validates)."""
     try:
         data = json.loads(js.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -143,10 +154,11 @@ def _read_coop(js: Path, frames: Path) -> tuple[list[str], FileSplit]:
         parts[split] = (paths, labels)
     if sorted(names) != list(range(len(names))):
         raise DataError(f"ucf101: {js} uses labels {sorted(names)[:5]}...; expected 0..N-1")
-    train_paths = parts["train"][0] + parts["val"][0]
-    train_labels = np.asarray(parts["train"][1] + parts["val"][1], dtype=np.int64)
+    val = (parts["val"][0], np.asarray(parts["val"][1], dtype=np.int64))
+    train_paths = parts["train"][0] + ([] if keep_val else val[0])
+    train_labels = np.asarray(parts["train"][1] + ([] if keep_val else parts["val"][1]), dtype=np.int64)
     split = FileSplit(train_paths, train_labels, parts["test"][0], np.asarray(parts["test"][1], dtype=np.int64))
-    return [names[i] for i in range(len(names))], split
+    return [names[i] for i in range(len(names))], split, val
 
 
 def _sorted_classes(folder: Path) -> list[str]:
@@ -185,16 +197,25 @@ def _read_frames(folder: Path) -> tuple[list[str], FileSplit]:
     initial=11,
     increment=10,
     description="UCF101 middle frames, 101 actions in 10 tasks: 11 + 9 x 10 (CoOp's UCF-101-midframes + split "
-    "json, {train,test}/<class>/, or <class>/ frames)",
+    "json, {train,test}/<class>/, or <class>/ frames); with CoOp's json, its train + val lists train (with "
+    "data.val_fraction > 0: train alone, val validates)",
     is_present=LOCATOR.is_present,
 )
 def build_ucf101(cfg: DataConfig) -> Benchmark:
     folder, layout = LOCATOR.require(cfg)
     notes: dict = {"layout": layout, "root": str(folder)}
+    val = None
     if layout == COOP:
         js, frames = _coop_files(folder)  # type: ignore[misc]
-        keys, split = _read_coop(js, frames)
+        keys, split, val = _read_coop(js, frames, keep_val=cfg.val_fraction > 0)
         notes["split_file"] = str(js)
+        notes["train_source"] = (
+            f"CoOp's train list ({len(split.train_paths)}); its val list ({len(val[0])}) is the validation set"
+            if cfg.val_fraction > 0
+            else f"CoOp's train + val lists ({len(split.train_paths)}; with data.val_fraction > 0 the "
+            f"{len(val[0])} of val are the validation set instead)"
+        )
+        notes["val_source"] = f"CoOp's val list of {js.name}"
         notes["names_source"] = f"class names of {js.name}, camel case split"
     elif layout == PRESPLIT:
         keys, split, train_dir = _read_presplit(folder)
@@ -207,7 +228,7 @@ def build_ucf101(cfg: DataConfig) -> Benchmark:
             f"ucf101: {folder} ({layout}) gave {len(split.train_paths)} training and {len(split.test_paths)} "
             f"test images; both splits need images. {describe_folder(folder)}"
         )
-    return make_file_benchmark(
+    bench = make_file_benchmark(
         "ucf101",
         cfg,
         split,
@@ -217,3 +238,7 @@ def build_ucf101(cfg: DataConfig) -> Benchmark:
         expected_classes=N_CLASSES,
         notes=notes,
     )
+    if val is not None and cfg.val_fraction > 0 and len(val[0]):
+        hint = check_hint("ucf101", cfg.data_root)
+        bench.val, bench.val_targets = ImageFileDataset(*val, cfg.image_size, cfg.strict, hint), val[1]
+    return bench

@@ -1,7 +1,7 @@
 """The `segpcl` command line: parse options, build a typed config, call the library. No logic of its own.
 
-One module per command group: info, data (benches, data check), train (train, ablate), report, perf (perf and its
-alias bench), use (eval, predict, export), toy (toy pretrain); options holds what several of them share."""
+One module per command group: info, data (benches, data check), train (train, ablate), tune, report, perf (perf and
+its alias bench), use (eval, predict, export), toy (toy pretrain); options holds what several of them share."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import SegpclError
-from . import data, info, perf, report, toy, train, use
+from . import data, info, perf, report, toy, train, tune, use
 from .options import _config_from_options as _config_from_options  # importable from segpcl.cli, as before
 from .train import _without_nproc as _without_nproc
 
@@ -72,6 +72,7 @@ for _command in (
     data.data,
     train.train,
     train.ablate,
+    tune.tune,
     report.report,
     perf.perf,
     perf.bench,

@@ -12,7 +12,7 @@ import click
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Folder holding data sets.")
 def benches(data_root):
     """List benchmarks with classes, tasks and whether their data is present."""
-    from ..benchmarks.base import list_benchmarks, task_sizes_from
+    from ..benchmarks.base import DATA_DEFINED, DEFAULT_TASKS, list_benchmarks, task_sizes_from
 
     status = {}
     if data_root is not None:
@@ -21,14 +21,17 @@ def benches(data_root):
         status = {info.name: (present, detail) for info, present, detail in benchmark_status(data_root)}
     click.echo(f"{'name':<14} {'classes':>7} {'tasks':>5}  {'data':<8} description")
     for info in list_benchmarks():
-        tasks = len(task_sizes_from(info.n_classes, info.initial, info.increment))
+        if info.n_classes == DATA_DEFINED:  # `folder`: the data's classes, in DEFAULT_TASKS tasks
+            classes, tasks = "any", DEFAULT_TASKS
+        else:
+            classes, tasks = info.n_classes, len(task_sizes_from(info.n_classes, info.initial, info.increment))
         if not info.needs_data:
             present = "built-in"
         elif info.name in status:
             present = "ready" if status[info.name][0] else "missing"
         else:
             present = "-"
-        click.echo(f"{info.name:<14} {info.n_classes:>7} {tasks:>5}  {present:<8} {info.description}")
+        click.echo(f"{info.name:<14} {classes:>7} {tasks:>5}  {present:<8} {info.description}")
         if info.name in status and status[info.name][1]:
             click.echo(f"{'':<14} {status[info.name][1]}")
 

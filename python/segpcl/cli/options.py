@@ -17,6 +17,19 @@ def _overrides(pairs: list[tuple[str, object]], sets: tuple[str, ...]) -> dict:
     return parse_set(list(sets), into=out)
 
 
+def _parse_seeds(seeds: str) -> list[int]:
+    """`--seeds 1,2,3` -> [1, 2, 3] (the range is checked with the rest of the config)."""
+    from ..errors import ConfigError
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 1,2,3; got {seeds!r}") from None
+    if not seed_list:
+        raise ConfigError("--seeds needs at least one seed")
+    return seed_list
+
+
 def _zs_pairs(items: tuple[str, ...]) -> dict[str, str] | None:
     from ..errors import ConfigError
 
@@ -42,10 +55,12 @@ def _method_names() -> str:
 
 
 def _ablation_methods() -> str:
-    """Every row of the paper's tables; segpcl-cliponly is the lora+acgd+tsgr+pt configuration."""
+    """Every row of the paper's tables (segpcl-cliponly is the lora+acgd+tsgr+pt configuration), then the
+    setting rows (analysis/ablation_table.py SETTING_ROWS)."""
+    from ..analysis.ablation_table import SETTING_ROWS
     from ..method.learner import METHODS
 
-    return ",".join(m for m in METHODS if m != "segpcl-cliponly")
+    return ",".join([*(m for m in METHODS if m != "segpcl-cliponly"), *SETTING_ROWS])
 
 
 def _train_options(fn=None, *, seed: bool = True):
@@ -66,6 +81,12 @@ def _train_options(fn=None, *, seed: bool = True):
             "--pretrained", default=None, show_default=PRESET, help="Local weights file (or an offline open_clip tag)."
         ),
         click.option(
+            "--tokenizer",
+            default=None,
+            show_default="beside --pretrained, else the local HF cache",
+            help="Local tokenizer folder, for models whose tokenizer comes from the Hugging Face hub (SigLIP).",
+        ),
+        click.option(
             "--epochs", type=click.IntRange(min=1), default=None, show_default=PRESET, help="Epochs per task."
         ),
         click.option("--seed", type=SEED_RANGE, default=None, show_default="0", help="Random seed (0 .. 2**32-1).")
@@ -81,12 +102,22 @@ def _train_options(fn=None, *, seed: bool = True):
             help="Run only the first N tasks of the stream.",
         ),
         click.option(
+            "--val-fraction",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=None,
+            show_default="0: train on all, evaluate on test; segpcl tune: 0.1",
+            help="Hold out this share of each class's training images as a validation set and evaluate on it, "
+            "never on test (data.val_fraction). UCF101 with CoOp's json: its val list validates and train alone "
+            "trains (with 0 train + val train); the toy: 30 rendered images per class, all 80 train.",
+        ),
+        click.option(
             "--log",
             "log_kinds",
-            type=click.Choice(["tensorboard"]),
+            type=click.Choice(["tensorboard", "wandb"]),
             multiple=True,
             show_default="metrics.json and metrics.csv only",
-            help="Also write TensorBoard event files to <run>/tensorboard (pip install 'segpcl[tensorboard]').",
+            help="Also write TensorBoard event files to <run>/tensorboard (pip install 'segpcl[tensorboard]'), or "
+            "log to Weights & Biases, offline unless logged in, files under <run>/wandb (pip install 'segpcl[wandb]').",
         ),
         click.option(
             "--initial",
@@ -102,7 +133,8 @@ def _train_options(fn=None, *, seed: bool = True):
             "--class-order",
             default=None,
             show_default="PyCIL's seed-1993 order",
-            help="File with a class order (YAML/JSON/text).",
+            help="seed1993 (PyCIL's permutation), rapf or mgclip (the order file that peer's repository ships for "
+            "the benchmark), or a file with a class order (YAML/JSON/text).",
         ),
         click.option(
             "--class-names", default=None, show_default="the benchmark's", help="File overriding class names."
@@ -110,8 +142,9 @@ def _train_options(fn=None, *, seed: bool = True):
         click.option(
             "--templates",
             default=None,
-            show_default="the benchmark's",
-            help="File of prompt templates, one per line with {}.",
+            show_default="ensemble: the benchmark's",
+            help="ensemble, single ('a good photo of a {}.', as RAPF and MG-CLIP prompt), or a file of prompt "
+            "templates, one per line with {}.",
         ),
         click.option("--strict", is_flag=True, default=False, show_default="off", help="Fail on unreadable images."),
         click.option(
@@ -167,6 +200,7 @@ def _config_from_options(bench, method, kw) -> object:
         ("data.data_root", kw["data_root"]),
         ("model.arch", kw["arch"]),
         ("model.pretrained", kw["pretrained"]),
+        ("model.tokenizer", kw["tokenizer"]),
         ("model.precision", kw["precision"]),
         ("train.epochs", kw["epochs"]),
         ("train.seed", kw["seed"]),
@@ -174,6 +208,7 @@ def _config_from_options(bench, method, kw) -> object:
         ("data.initial", kw["initial"]),
         ("data.increment", kw["increment"]),
         ("data.max_tasks", kw["max_tasks"]),
+        ("data.val_fraction", kw.get("val_fraction")),
         ("train.log", list(kw["log_kinds"]) or None),
         ("data.class_order", kw["class_order"]),
         ("data.class_names", kw["class_names"]),

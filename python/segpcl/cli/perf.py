@@ -37,6 +37,13 @@ def perf():
 @click.option("--lora-towers", default="visual,text", show_default=True, help="Towers with LoRA.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @click.option("--profile", is_flag=True, help="Add torch.profiler tables of one step of each method.")
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Peak memory of a SeGP-CL step with and without gradient checkpointing (CPU: a child process each).",
+)
+@click.option("--tokenizer", default=None, help="Local tokenizer folder (models whose tokenizer comes from a hub).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results as JSON.")
 def overhead(json_path, sweep_anchors, lora_towers, **options):
     """Training and inference overhead of SeGP-CL over plain LoRA, measured side by side."""

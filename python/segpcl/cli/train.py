@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from .options import _ablation_methods, _config_from_options, _method_names, _overrides, _train_options
+from .options import _ablation_methods, _config_from_options, _method_names, _overrides, _parse_seeds, _train_options
 
 NOT_ON_RESUME = (
     "bench", "method", "out", "config_file", "arch", "pretrained", "initial", "increment",
-    "class_order", "class_names", "templates", "seed", "zs_eval", "download", "preset",
+    "class_order", "class_names", "templates", "seed", "zs_eval", "download", "preset", "val_fraction",
 )  # fmt: skip
 """Options that define a run or apply only at its start: an error with --resume."""
 
@@ -32,7 +32,7 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
     if given:
         raise ConfigError(
             f"{', '.join(given)} cannot change when resuming a run (they define the run or act only at its start); "
-            "only --device, --workers, --data-root, --epochs, --precision, --strict, --max-tasks, --log, --from-task "
+            "only --device, --workers, --data-root, --tokenizer, --epochs, --precision, --strict, --max-tasks, --log, --from-task "
             "and --set "
             "(not method.name, model, lora, the data split or the seed) apply to the remaining tasks"
         )
@@ -40,6 +40,7 @@ def _resume_overrides(ctx: click.Context, kw) -> dict:
         ("train.device", kw["device"]),
         ("data.num_workers", kw["workers"]),
         ("data.data_root", kw["data_root"]),
+        ("model.tokenizer", kw["tokenizer"]),
         ("train.epochs", kw["epochs"]),
         ("model.precision", kw["precision"]),
         ("data.strict", kw["strict"]),
@@ -87,6 +88,7 @@ def train(ctx, bench, method, out, resume, from_task, quiet, nproc, **kw):
     from ..report import accuracy_table
 
     if nproc > 1 and distributed.env_world_size() <= 1:
+        _check_batch(nproc, ctx, bench, method, resume, kw)  # before N processes start and load the model
         ctx.exit(distributed.launch(nproc, _without_nproc(sys.argv[1:])))
     if resume is None:
         if from_task is not None:
@@ -99,7 +101,22 @@ def train(ctx, bench, method, out, resume, from_task, quiet, nproc, **kw):
     distributed.shutdown()
     if distributed.env_rank() == 0:  # under torchrun only rank 0 prints
         click.echo(accuracy_table(result.metrics))
+        if result.metrics.get("split") == "validation":
+            click.echo("accuracies on the validation images (data.val_fraction > 0), not the test split")
         click.echo(f"run directory: {result.run_dir}")
+
+
+def _check_batch(nproc: int, ctx: click.Context, bench, method, resume, kw) -> None:
+    """train.batch_size (the global batch) must divide among the --nproc processes: checked on the run's config."""
+    from ..config import apply_overrides
+    from ..engine.distributed import per_rank_batch
+    from ..engine.resume import load_run_config
+
+    if resume is None:
+        cfg = _config_from_options(bench, method, kw)
+    else:
+        cfg = apply_overrides(load_run_config(Path(resume)), _resume_overrides(ctx, kw))
+    per_rank_batch(cfg.train.batch_size, nproc)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -121,7 +138,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
     "--methods",
     default=_ablation_methods(),
     show_default=True,
-    help="Comma-separated methods (rows); segpcl-cliponly is left out: it is the lora+acgd+tsgr+pt configuration.",
+    help="Comma-separated methods (rows); segpcl-cliponly is left out: it is the lora+acgd+tsgr+pt configuration. "
+    "segpcl-tsgr-from2 is segpcl with --set method.tsgr_from_task=2.",
 )
 @click.option("--seeds", default="1,2,3,4,5", show_default=True, help="Comma-separated seeds (0 .. 2**32-1).")
 @click.option(
@@ -142,17 +160,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from ..analysis.ablation import run_ablation
+    from ..analysis.ablation_table import ablation_row
     from ..errors import ConfigError
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 1,2,3; got {seeds!r}") from None
-    if not method_list or not seed_list:
-        raise ConfigError("--methods and --seeds each need at least one entry")
+    seed_list = _parse_seeds(seeds)
+    if not method_list:
+        raise ConfigError("--methods needs at least one method")
+
+    def config_for(row: str, seed: int):
+        method, sets = ablation_row(row)
+        return _config_from_options(bench, method, dict(kw, seed=seed, sets=(*kw["sets"], *sets)))
+
     result = run_ablation(
-        lambda method, seed: _config_from_options(bench, method, dict(kw, seed=seed)),
+        config_for,
         method_list,
         seed_list,
         out,

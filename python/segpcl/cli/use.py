@@ -60,16 +60,20 @@ def eval_command(run, task, data_root, device, branch, json_path, quiet):
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON lines instead of a table.")
 def predict_command(run, images, top_k, task, data_root, device, branch, as_json):
     """Classify image files (or folders of images) with a run's model: class names and probabilities."""
-    from ..inference.continual import expand_image_paths, load_run
+    from ..inference.continual import load_run, read_images
 
     model = load_run(run, task=task, device=device, data_root=data_root)
-    files = expand_image_paths(images)
-    results = model.classify(files, top_k=top_k, branch=branch)
+    files, batch, skipped = read_images(images, model.image_size)
+    results = model.top_classes(batch, top_k=top_k, branch=branch)
     for path, top in zip(files, results, strict=True):
         if as_json:
             click.echo(json.dumps({"image": str(path), "top": [{"class": c, "prob": p} for c, p in top]}))
         else:
             click.echo(f"{path}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
+    for line in skipped:
+        click.echo(f"warning: skipped {line}", err=True)
+    if skipped:
+        click.echo(f"skipped {len(skipped)} of {len(files) + len(skipped)} files (not readable as images)", err=True)
 
 
 @click.command("export")

@@ -14,9 +14,9 @@ from ..benchmarks.base import (
     build_benchmark,
     get_benchmark_info,
     limit_per_class,
-    pycil_class_order,
-    task_sizes_from,
+    stream_task_sizes,
 )
+from ..benchmarks.protocol import class_order_for, templates_file, with_templates
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..method.base import ContinualMethod
@@ -27,19 +27,28 @@ from ..models.lora import apply_lora
 from .device import seed_everything
 
 
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of the data sample (data.seed; default the run seed, so each seed is another sample of the toy)."""
+    return cfg.train.seed if cfg.data.seed is None else cfg.data.seed
+
+
 def build_stream(cfg: RunConfig, image_size: int, run_dir: Path | None) -> TaskStream:
     info = get_benchmark_info(cfg.data.bench)
     data_cfg = DataConfig(
         data_root=Path(cfg.data.data_root) if cfg.data.data_root else None,
         image_size=image_size,
         class_names_file=Path(cfg.data.class_names) if cfg.data.class_names else None,
-        templates_file=Path(cfg.data.templates) if cfg.data.templates else None,
+        templates_file=templates_file(cfg.data.templates),
         strict=cfg.data.strict,
+        max_pixels=cfg.data.max_pixels,
         download=cfg.data.download,
-        seed=0,  # data splits (e.g. ImageNet-R's 80/20) stay fixed across training seeds
+        seed=0,  # data splits (ImageNet-R's 80/20, the validation hold-out) stay fixed across training seeds
+        test_fraction=cfg.data.test_fraction,
+        sample_seed=data_seed(cfg),
+        val_fraction=cfg.data.val_fraction,
         run_dir=run_dir,
     )
-    bench = build_benchmark(cfg.data.bench, data_cfg)
+    bench = with_templates(build_benchmark(cfg.data.bench, data_cfg), cfg.data.templates)
     if cfg.data.max_train_per_class is not None or cfg.data.max_test_per_class is not None:
         bench = limit_per_class(bench, cfg.data.max_train_per_class, cfg.data.max_test_per_class)
     n = bench.n_classes
@@ -52,16 +61,12 @@ def build_stream(cfg: RunConfig, image_size: int, run_dir: Path | None) -> TaskS
             cfg.data.task_sizes or [cfg.data.initial or info.initial, cfg.data.increment or info.increment]
         )
         order = boundary_class_order(increments.pop() if len(increments) == 1 else 0, cfg.data.class_order_seed)
-    elif cfg.data.class_order:
-        from ..benchmarks.class_files import load_class_order
-
-        order = load_class_order(Path(cfg.data.class_order), n)
     else:
-        order = pycil_class_order(n, cfg.data.class_order_seed)
+        order = class_order_for(cfg.data.class_order, bench, cfg.data.bench, cfg.data.class_order_seed)
     if cfg.data.task_sizes:
         sizes = list(cfg.data.task_sizes)
     else:
-        sizes = task_sizes_from(n, cfg.data.initial or info.initial, cfg.data.increment or info.increment)
+        sizes = stream_task_sizes(info, n, cfg.data.initial, cfg.data.increment)
     return TaskStream(bench, order, sizes)
 
 
@@ -84,7 +89,10 @@ def build_model(cfg: RunConfig, device: torch.device) -> ClipModel:
     """The run's CLIP before LoRA, in eval mode; seeded from train.seed first, so a model without weights file
     (a random tiny one) is the same in every process that builds it."""
     seed_everything(cfg.train.seed)
-    model = load_clip(cfg.model.arch, cfg.model.pretrained, device=device, precision=cfg.model.precision)
+    m = cfg.model
+    model = load_clip(m.arch, m.pretrained, device=device, precision=m.precision, tokenizer=m.tokenizer)
+    if m.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     model.eval()
     return model
 
@@ -100,8 +108,8 @@ def build_method(
     """LoRA on the model (for the methods that train), then the method over the stream's classes (`stream`: a
     TaskStream, or only its names when a run is reopened without its data)."""
     cls = method_class(cfg.method.name)
-    trains = cls.needs(cfg.method.name).lora
-    if trains:
+    lora = cls.needs(cfg.method.name).lora
+    if lora:
         apply_lora(model, cfg.lora)
         model.to(device)
     return cls(
@@ -110,7 +118,7 @@ def build_method(
         stream.bench.templates,
         stream.task_sizes,
         cfg.method,
-        text_has_lora=trains and "text" in cfg.lora.towers,
+        text_has_lora=lora and "text" in cfg.lora.towers,
         device=device,
         autocast=autocast,
         reference_images=reference_images,

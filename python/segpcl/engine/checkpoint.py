@@ -5,12 +5,14 @@ metrics so far (JSON), and MANIFEST.json (size and sha256 of every other file, a
 the run), written last; checkpoints/LATEST names the last completed task. Nothing is pickled but tensors.
 
 A run directory is locked (fcntl.flock on `<run>/.lock`, which holds the owner's pid) for a run's whole life;
-the OS drops the lock when the process ends in any way, so a dead owner's lock is simply taken over.
+the OS drops the lock when the process ends in any way, so a dead owner's lock is simply taken over. Nothing is
+written through a symbolic link (engine/nofollow.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,13 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from ..errors import ConfigError, TrainingError
+from .nofollow import atomic_write_text, first_link, link_refused, make_dir, open_no_link, refuse_link
 
 
 def write_json(path: Path, data) -> None:
@@ -68,14 +65,46 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_manifest(folder: Path, identity: dict | None = None) -> dict:
-    """Record size and sha256 of every file under `folder` (and the run's identity) in MANIFEST.json."""
+def _record(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def write_manifest(folder: Path, identity: dict | None = None, run_files: dict | None = None) -> dict:
+    """Record size and sha256 of every file under `folder` (and the run's identity, and `run_files`: records of
+    the run's own files beside checkpoints/) in MANIFEST.json."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[path.relative_to(folder).as_posix()] = _record(path)
     manifest = {"files": files, "identity": identity or {}}
+    if run_files:
+        manifest["run_files"] = run_files
     write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+RUN_FILES = ("classes.json",)
+"""Files beside checkpoints/ that opening a run reads (engine/classes.py); each checkpoint records them."""
+
+
+def run_file_record(folder: Path, name: str) -> dict | None:
+    """The size and sha256 that checkpoint `folder` recorded of the run's file `name`; None when it recorded
+    none (a checkpoint written before segpcl recorded run files)."""
+    try:
+        record = json.loads((folder / MANIFEST).read_text()).get("run_files", {}).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def matches_record(path: Path, record: dict) -> bool:
+    return path.stat().st_size == record.get("size") and _sha256(path) == record.get("sha256")
+
+
+def _outside(folder: Path, name) -> bool:
+    """Whether a manifest entry names a path outside its checkpoint folder (absolute, `..`, or through a link)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return True
+    return not (folder / name).resolve().is_relative_to(folder.resolve())
 
 
 def check_manifest(folder: Path, required: tuple[str, ...] = ("state.json", "prototypes.npz")) -> str | None:
@@ -89,10 +118,14 @@ def check_manifest(folder: Path, required: tuple[str, ...] = ("state.json", "pro
         files = json.loads(path.read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"its {MANIFEST} is unreadable"
+    if not isinstance(files, dict) or not all(isinstance(w, dict) for w in files.values()):
+        return f"its {MANIFEST} is unreadable"
     for name in required:
         if name not in files:
             return f"its manifest does not list {name}"
     for name, want in files.items():
+        if _outside(folder, name):
+            return f"its manifest names {name!r}, a path outside the checkpoint folder"
         file = folder / name
         if not file.is_file():
             return f"{name} is missing"
@@ -127,10 +160,10 @@ class RunDir:
 
     def lock_holder(self) -> int | None:
         """The pid of a live process holding this run's lock, or None (free, or a dead owner's stale lock)."""
-        if not self.lock_path.is_file():
+        if self.lock_path.is_symlink() or not self.lock_path.is_file():
             return None
         try:
-            with open(self.lock_path, "rb") as fh:
+            with open(self.lock_path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -141,8 +174,9 @@ class RunDir:
         return None
 
     def acquire(self) -> None:
-        """Take the run's lock for this process (until release() or exit); refuses when a live process holds it."""
-        fh = open(self.lock_path, "a+")  # noqa: SIM115 - held for the run's life
+        """Take the run's lock for this process (until release() or exit); refuses when a live process holds it,
+        and a lock file that is a link (never truncated through)."""
+        fh = os.fdopen(open_no_link(self.lock_path, os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -174,8 +208,17 @@ class RunDir:
             self.release()
 
     def create(self) -> RunDir:
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_dir(self.checkpoints)
         return self
+
+    WRITTEN_FOLDERS = ("checkpoints", "plots", "tensorboard")
+    """The folders of a run that segpcl writes into (with every file directly in the run folder)."""
+
+    def refuse_links(self) -> None:
+        """A ConfigError naming the first symbolic link where this run writes; called before anything is written."""
+        link = first_link(self.root, self.WRITTEN_FOLDERS)
+        if link is not None:
+            raise link_refused(link)
 
     @property
     def config_path(self) -> Path:
@@ -190,7 +233,7 @@ class RunDir:
         return self.root / "log.txt"
 
     def write_plot(self, svg: str, name: str = "accuracy.svg") -> None:
-        (self.root / "plots").mkdir(exist_ok=True)
+        make_dir(self.root / "plots")
         atomic_write_text(self.root / "plots" / name, svg)
 
     def task_dir(self, t: int) -> Path:
@@ -204,14 +247,22 @@ class RunDir:
         """Call write_contents(tmp_folder), write its manifest, then move the folder into place and point
         LATEST at it. A kill at any point leaves either the previous state or the new one."""
         final = self.task_dir(t)
+        refuse_link(self.checkpoints)
+        refuse_link(final)
         tmp = self.checkpoints / f".task_{t:02d}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_contents(tmp)
-        write_manifest(tmp, identity)
-        _fsync_dir(tmp)
+        _remove(tmp)
+        tmp.mkdir()  # a new folder of ours: what is written inside cannot be a planted link
+        try:
+            write_contents(tmp)
+            run_files = {n: _record(self.root / n) for n in RUN_FILES if (self.root / n).is_file()}
+            write_manifest(tmp, identity, run_files)
+            _fsync_dir(tmp)
+        except BaseException:
+            _remove(tmp)  # a half-written checkpoint (a full disk: give its space back)
+            raise
         if final.exists():
             old = self.checkpoints / f".task_{t:02d}.old{os.getpid()}"
+            _remove(old)
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -220,6 +271,23 @@ class RunDir:
         _fsync_dir(self.checkpoints)
         atomic_write_text(self.latest_path, final.name)
         return final
+
+    def disk_full_error(self, exc: BaseException) -> TrainingError | None:
+        """The one-line error for a write that failed because the disk is full (None for any other failure)."""
+        if isinstance(exc, OSError):
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:  # safetensors reports the OS error as text
+            full = type(exc).__name__ == "SafetensorError" and ("No space left" in str(exc) or "quota" in str(exc))
+        if not full:
+            return None
+        saved = self.task_folders()
+        kept = (
+            f"tasks 1 to {saved[-1] + 1} are saved in {self.checkpoints}; free space, then continue with "
+            f"`segpcl train --resume {self.root}`"
+            if saved
+            else "no task was saved yet: free space and run the command again"
+        )
+        return TrainingError(f"no space left on the disk (or over quota) while writing {self.root}; {kept}")
 
     def task_folders(self) -> list[int]:
         """Indices (0-based) of the task_XX folders present, ascending."""
@@ -260,7 +328,15 @@ class RunDir:
         if self.checkpoints.is_dir():
             for p in self.checkpoints.iterdir():
                 if p.name.startswith(".task_") and (".tmp" in p.name or ".old" in p.name):
-                    shutil.rmtree(p, ignore_errors=True)
+                    _remove(p)
+
+
+def _remove(path: Path) -> None:
+    """A file, a link (not what it points to) or a folder tree; nothing if absent."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _pid_in(path: Path) -> int | None:
@@ -306,7 +382,7 @@ def restore_task(folder: Path, task: int, model, method, hint: str = "") -> dict
 
     try:
         state = json.loads((folder / "state.json").read_text())
-        if method.trains:
+        if method.has_lora:
             load_adapter(model, folder / "adapter")
         method_state = {"task": task, "prototypes": load_prototypes(folder / "prototypes.npz")}
         if (folder / METHOD_TENSORS).is_file():

@@ -1,5 +1,5 @@
 """Claiming a run directory for a new run: refuse what is not ours, create it, and leave nothing behind when the
-start fails before any task finished; the run's log.txt."""
+start fails before the first checkpoint is written; the run's log.txt (never appended through a link)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .checkpoint import RunDir
+from .nofollow import append_text
 
 log = logging.getLogger("segpcl")
 
@@ -54,7 +55,7 @@ def claim_out_dir(run: RunDir) -> Path | None:
 
 
 def remove_failed_start(run: RunDir, created: Path | None) -> None:
-    """A start that failed before training leaves nothing behind (we held the lock, no task finished)."""
+    """A start that failed before its first checkpoint leaves nothing behind (we held the lock, no task finished)."""
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)
     elif run.root.is_dir():
@@ -82,7 +83,7 @@ class run_log:
         self.run = run
 
     def __enter__(self):
-        self.handler = logging.FileHandler(self.run.log_path)
+        self.handler = logging.StreamHandler(append_text(self.run.log_path))
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(self.handler)
         log.setLevel(logging.INFO)
@@ -91,3 +92,4 @@ class run_log:
     def __exit__(self, *exc):
         log.removeHandler(self.handler)
         self.handler.close()
+        self.handler.stream.close()  # a StreamHandler leaves its stream open

@@ -102,8 +102,10 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def per_rank_batch(batch_size: int) -> int:
-    n = world()
+def per_rank_batch(batch_size: int, n: int | None = None) -> int:
+    """Each of the `n` processes' share of the global batch (default: this process group's size); a batch that
+    does not divide is a ConfigError, raised before anything loads (engine/entry.py, the --nproc launcher)."""
+    n = world() if n is None else n
     if batch_size % n:
         raise ConfigError(
             f"train.batch_size={batch_size} is the global batch and must be divisible by the {n} processes "
@@ -277,9 +279,12 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 
 def reduce_task_info(info: dict) -> dict:
-    """A task's training numbers over all ranks: `skipped_images` summed, the `mean_*` losses averaged over the
-    ranks that have them (every rank takes the same steps, so that is the mean over the global batches)."""
-    mine = {k: float(v) for k, v in info.items() if k.startswith("mean_") or k == "skipped_images"}
+    """A task's training numbers over all ranks: `skipped_images` summed, the `mean_*` losses (and the gradient
+    norm) and `clipped_share` averaged over the ranks that have them (every rank takes the same steps, so that
+    is the mean over the global batches; the norm is taken after the gradients are averaged, so it is the same
+    on every rank)."""
+    averaged = ("clipped_share",)
+    mine = {k: float(v) for k, v in info.items() if k.startswith("mean_") or k in ("skipped_images", *averaged)}
     parts = all_gather_objects(mine)
     out: dict = {"skipped_images": int(sum(p.get("skipped_images", 0) for p in parts))}
     for key in sorted({k for p in parts for k in p} - {"skipped_images"}):

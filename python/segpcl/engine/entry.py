@@ -99,21 +99,22 @@ def _lead(cfg, out_dir, resume, progress, overrides, from_task, announcement: _A
 
 
 def _fresh(cfg: RunConfig, out_dir: Path | None, progress: bool, announcement: _Announcement) -> RunResult:
-    """A new run: claim the folder, lock it, write config.yaml, run; a start that fails before the first task
-    trains removes what it created."""
+    """A new run: claim the folder, lock it, write config.yaml, run; a start that fails before the first
+    checkpoint is written removes what it created, so the same command can simply be run again."""
     validate(cfg)
+    distributed.per_rank_batch(cfg.train.batch_size)  # under torchrun: before anything is created or loaded
     run = RunDir(Path(out_dir) if out_dir is not None else default_run_dir(cfg))
     created = claim_out_dir(run)
-    started = {"training": False, "ours": False}
+    ours = False
     try:
         try:
             run.acquire()
         except OSError as exc:
             raise ConfigError(f"cannot write the run directory {run.root}: {exc.strerror or exc}") from None
-        started["ours"] = True  # we hold the lock of a folder that was new or empty
+        ours = True  # we hold the lock of a folder that was new or empty
         try:
             if is_run_dir(run.root):  # another process finished a run here between our check and the lock
-                started["ours"] = False
+                ours = False
                 raise ConfigError(f"{run.root} already holds a run; use --resume {run.root} or another --out")
             try:
                 run.create()
@@ -122,15 +123,15 @@ def _fresh(cfg: RunConfig, out_dir: Path | None, progress: bool, announcement: _
                 raise ConfigError(f"cannot write the run directory {run.root}: {exc.strerror or exc}") from None
             with run_log(run):
                 announcement.send(cfg, run.root, None)
-                return Run(cfg, run, None, progress).run(lambda: started.update(training=True))
+                return Run(cfg, run, None, progress).run()
         except BaseException:
-            if started["ours"] and not started["training"]:
+            if ours and not run.task_folders():  # no checkpoint: nothing to resume from
                 remove_failed_start(run, created)
             raise
         finally:
             run.release()
     except BaseException:
-        if created is not None and not started["ours"]:
+        if created is not None and not ours:
             remove_new_folders(run.root, created)
         raise
 
@@ -147,8 +148,10 @@ def _resume(root: Path, overrides: dict, from_task: int | None, progress: bool, 
             "data split and seed stay as the run started: use a new --out for a new run"
         )
     validate(cfg)
+    distributed.per_rank_batch(cfg.train.batch_size)
     if not run.checkpoints.is_dir():
         raise ConfigError(f"{root} is not a segpcl run directory (no checkpoints/ folder)")
+    run.refuse_links()  # a link planted in a shared run folder: refused before the lock is written
     try:
         run.acquire()
     except OSError as exc:

@@ -1,6 +1,8 @@
 """Logs people already read: `metrics.csv` (one row per task, always) and, with `--log tensorboard`
 (train.log), TensorBoard event files under `<run>/tensorboard/` (per-step losses by part, per-task
-accuracies, the accuracy matrix as text). TensorBoard is an optional extra: `pip install segpcl[tensorboard]`.
+accuracies, the mean pre-clip gradient norm and share of clipped steps, the accuracy matrix as text).
+TensorBoard is an optional extra: `pip install segpcl[tensorboard]`. With `--log wandb`, the same scalars go to
+a Weights & Biases run (engine/wandb_log.py; `pip install segpcl[wandb]`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .checkpoint import atomic_write_text
+from .nofollow import refuse_link
 
-LOG_KINDS = ("tensorboard",)
+LOG_KINDS = ("tensorboard", "wandb")
 
 
 def metrics_csv(metrics: dict) -> str:
@@ -27,7 +30,7 @@ def metrics_csv(metrics: dict) -> str:
     infos = metrics.get("task_info") or []
     loss_keys = sorted({k for info in infos for k in info if k.startswith("mean_")})
     header = ["task", "classes_seen", "seen_accuracy", *[f"acc_task{j + 1}" for j in range(n_tasks)]]
-    header += ["pre_task_accuracy", "zero_shot_accuracy", "seconds", "steps", "anchors", *loss_keys]
+    header += ["pre_task_accuracy", "zero_shot_accuracy", "seconds", "steps", "anchors", "clipped_share", *loss_keys]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -45,6 +48,7 @@ def metrics_csv(metrics: dict) -> str:
                 f"{seconds:.2f}",
                 info.get("steps", ""),
                 info.get("anchors", ""),
+                _num(info.get("clipped_share")),
                 *[_num(info.get(k)) for k in loss_keys],
             ]
         )
@@ -76,43 +80,74 @@ def tensorboard_writer(log_dir: Path):
             "--log tensorboard needs the tensorboard package: pip install 'segpcl[tensorboard]' "
             "(or pip install tensorboard)"
         ) from None
+    refuse_link(log_dir)  # the event files are never written through a link
     return SummaryWriter(log_dir=str(log_dir))
 
 
-class RunLogger:
-    """metrics.csv after every task; TensorBoard events when asked. `previous_steps`: training steps of the
-    tasks already done (a resumed run continues the step axis)."""
+def step_scalars(task: int, loss: float, parts: dict, lr: float | None) -> dict[str, float]:
+    """A training step's scalars, by tag: the loss and its parts, the learning rate, the task (1-based)."""
+    out = {"loss/total": loss, **{f"loss/{key}": float(value) for key, value in parts.items()}}
+    if lr is not None:
+        out["train/lr"] = lr
+    out["train/task"] = task + 1
+    return out
 
-    def __init__(self, run_root: Path, kinds=(), previous_steps: int = 0):
+
+def task_scalars(task: int, metrics: dict) -> dict[str, float]:
+    """A finished task's scalars, by tag: accuracies, the summaries, what the optimiser did this task."""
+    out = {"accuracy/seen": (metrics.get("seen_accuracy") or [])[task]}
+    out.update({f"accuracy/task{j + 1}": a for j, a in enumerate(metrics["accuracy_matrix"][task])})
+    for key in ("last", "avg", "forgetting", "bwt"):
+        if isinstance(metrics.get(key), int | float):
+            out[f"summary/{key}"] = metrics[key]
+    infos = metrics.get("task_info") or []
+    info = infos[task] if task < len(infos) else {}
+    for key, tag in (("mean_grad_norm", "train/grad_norm_mean"), ("clipped_share", "train/clipped_share")):
+        if key in info:  # what the optimiser did this task (the norm before clipping)
+            out[tag] = info[key]
+    return out
+
+
+class RunLogger:
+    """metrics.csv after every task; TensorBoard events and a wandb run when asked. `previous_steps`: training
+    steps of the tasks already done (a resumed run continues the step axis); `config`: the run's config, shown
+    by wandb."""
+
+    def __init__(self, run_root: Path, kinds=(), previous_steps: int = 0, config: dict | None = None):
         self.root = Path(run_root)
         self.kinds = check_log_kinds(kinds)
         self.step = int(previous_steps)
         self.writer = tensorboard_writer(self.root / "tensorboard") if "tensorboard" in self.kinds else None
+        self.wandb = None
+        if "wandb" in self.kinds:
+            from .wandb_log import WandbLog  # wandb is imported only by runs that log to it
+
+            self.wandb = WandbLog(self.root, config)
 
     def on_step(self, task: int, loss: float, parts: dict, lr: float | None = None) -> None:
-        """One training step (loss already on the host; the parts are read only when TensorBoard is on)."""
+        """One training step (loss already on the host; the parts are read only when a log is on)."""
         self.step += 1
-        if self.writer is None:
+        if self.writer is None and self.wandb is None:
             return
-        self.writer.add_scalar("loss/total", loss, self.step)
-        for key, value in parts.items():
-            self.writer.add_scalar(f"loss/{key}", float(value), self.step)
-        if lr is not None:
-            self.writer.add_scalar("train/lr", lr, self.step)
-        self.writer.add_scalar("train/task", task + 1, self.step)
+        scalars = step_scalars(task, loss, parts, lr)
+        if self.writer is not None:
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, value, self.step)
+        if self.wandb is not None:
+            self.wandb.on_step(self.step, scalars)
 
     def on_task(self, task: int, metrics: dict) -> None:
         write_metrics_csv(self.root, metrics)
+        if self.writer is None and self.wandb is None:
+            return
+        scalars = task_scalars(task, metrics)
+        if self.wandb is not None:
+            self.wandb.on_task(task, scalars, metrics["accuracy_matrix"])
         if self.writer is None:
             return
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, task + 1)
         acc = metrics["accuracy_matrix"][task]
-        seen = (metrics.get("seen_accuracy") or [])[task]
-        self.writer.add_scalar("accuracy/seen", seen, task + 1)
-        for j, a in enumerate(acc):
-            self.writer.add_scalar(f"accuracy/task{j + 1}", a, task + 1)
-        for key in ("last", "avg", "forgetting", "bwt"):
-            if isinstance(metrics.get(key), int | float):
-                self.writer.add_scalar(f"summary/{key}", metrics[key], task + 1)
         rows = ["| after task | " + " | ".join(f"task {j + 1}" for j in range(len(acc))) + " |"]
         rows.append("|---" * (len(acc) + 1) + "|")
         for t, row in enumerate(metrics["accuracy_matrix"][: task + 1]):
@@ -125,10 +160,13 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
 
 
 class NoLogger:
-    """A follower's RunLogger: rank 0 writes metrics.csv and TensorBoard."""
+    """A follower's RunLogger: rank 0 writes metrics.csv, TensorBoard and wandb."""
 
     def on_step(self, *args, **kw) -> None:
         pass

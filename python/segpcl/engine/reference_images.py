@@ -26,7 +26,7 @@ def reference_images(cfg: RunConfig, image_size: int) -> torch.Tensor:
                 "--set method.reference=DIR (e.g. a few hundred images from outside the benchmark)"
             )
         return _toy_reference(image_size)
-    return _folder_images(Path(folder).expanduser(), image_size, cfg.data.strict)
+    return _folder_images(Path(folder).expanduser(), image_size, cfg.data.strict, cfg.data.max_pixels)
 
 
 def _toy_reference(image_size: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ def _toy_reference(image_size: int) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
-def _folder_images(root: Path, image_size: int, strict: bool) -> torch.Tensor:
+def _folder_images(root: Path, image_size: int, strict: bool, max_pixels: int) -> torch.Tensor:
     from ..benchmarks._files import ImageFileDataset
 
     if not root.is_dir():
@@ -47,7 +47,7 @@ def _folder_images(root: Path, image_size: int, strict: bool) -> torch.Tensor:
     files = images_in(root)
     if not files:
         raise DataError(f"method.reference folder {root} holds no image files")
-    ds = ImageFileDataset(files, np.zeros(len(files), dtype=np.int64), image_size, strict=strict)
+    ds = ImageFileDataset(files, np.zeros(len(files), dtype=np.int64), image_size, strict=strict, max_pixels=max_pixels)
     items = [ds[i] for i in range(len(ds))]
     kept = [x for x, label in items if label >= 0]
     if not kept:

@@ -20,6 +20,7 @@ RESUMABLE_OPTIONS: dict[str, tuple[str, str]] = {
     "device": ("--device", "train.device"),
     "workers": ("--workers", "data.num_workers"),
     "data_root": ("--data-root", "data.data_root"),
+    "tokenizer": ("--tokenizer", "model.tokenizer"),  # where the tokenizer files are, like the data
     "epochs": ("--epochs", "train.epochs"),
     "precision": ("--precision", "model.precision"),
     "strict": ("--strict", "data.strict"),
@@ -30,7 +31,7 @@ RESUMABLE_OPTIONS: dict[str, tuple[str, str]] = {
 RESUME_CONTROLS = ("resume", "from_task", "quiet", "nproc", "sets")
 """Options that steer the continuation itself (--set is checked key by key against defines_run)."""
 
-FREE_ON_RESUME = ("data.data_root", "data.strict", "data.num_workers", "data.max_tasks")
+FREE_ON_RESUME = ("data.data_root", "data.strict", "data.max_pixels", "data.num_workers", "data.max_tasks")
 """data.* keys that may change on resume (where the data lives, how it is read); every other data key
 defines the split or the images."""
 

@@ -23,7 +23,7 @@ from ..method.registry import method_class
 from ..metrics import AccuracyMatrix
 from ..report import accuracy_svg
 from . import distributed
-from .build import build_method, build_model, build_stream, image_size_guess
+from .build import build_method, build_model, build_stream, data_seed, image_size_guess
 from .checkpoint import RunDir, restore_task, write_json, write_task_contents
 from .classes import write_classes
 from .device import autocast_factory, resolve_device, seed_everything, task_seed
@@ -33,7 +33,7 @@ from .logs import NoLogger, RunLogger
 from .loop import train_task
 from .reference_images import reference_images
 from .resume import resume_hint, run_identity
-from .transfer import record_transfer
+from .transfer import record_clip_branch, record_transfer
 
 log = logging.getLogger("segpcl")
 
@@ -143,6 +143,8 @@ class Run:
         )
         times["eval"] = time.perf_counter() - t0
         self.matrix.update(t, correct, total)
+        clip_args = (self.stream, self.loaders, t, self.device, self.progress, (correct, total))
+        times["eval_clip"] = record_clip_branch(self.matrix, method, *clip_args)
         self.timings.append(times)
         self.task_info.append(info)
         log.info("task %d/%d: accuracy %.2f (%s)", t + 1, self.stream.n_tasks, self.matrix.seen_accuracy[-1], info)
@@ -217,6 +219,8 @@ class Run:
             "seed": cfg.train.seed,
             "n_tasks": stream.n_tasks,
             "task_sizes": stream.task_sizes,
+            "split": stream.split,  # what every accuracy here was measured on: "test" or "validation"
+            "data_seed": data_seed(cfg),
             "tasks_completed": len(self.matrix.acc),
             **self.matrix.result(),
             "timings": self.timings,
@@ -230,17 +234,17 @@ class Run:
             out["drift"] = self.drift
         return out
 
-    def run(self, on_training_started=None) -> RunResult:
-        """Every remaining task, each saved as it completes; `on_training_started` is called once the run's
-        inputs are all checked and built (a failure before that leaves no trace of the run)."""
+    def run(self) -> RunResult:
+        """Every remaining task, each saved as it completes (a fresh run that fails before its first checkpoint
+        leaves no trace: engine/entry.py)."""
         if self.cfg.data.zs_eval and self.start == 0:
             self._zero_shot("before")
         if self.main:
             write_classes(self.folder.root, self.stream)  # lets predict/export work where the data set is absent
         steps_done = sum(int(i.get("steps", 0)) for i in self.task_info)
-        logger = RunLogger(self.folder.root, self.cfg.train.log, steps_done) if self.main else NoLogger()
-        if on_training_started is not None:
-            on_training_started()
+        logger = NoLogger()
+        if self.main:
+            logger = RunLogger(self.folder.root, self.cfg.train.log, steps_done, config=self.cfg.to_dict())
         t = self.start
         try:
             for t in range(self.start, self.n_tasks):
@@ -252,6 +256,11 @@ class Run:
                 f"{self.folder.checkpoints}. Lower train.batch_size, train.eval_batch_size or method.k_seed "
                 f"(--set ...), or use --precision bf16, then continue with `segpcl train --resume {self.folder.root}`"
             ) from exc
+        except Exception as exc:
+            full = self.folder.disk_full_error(exc)
+            if full is None:
+                raise
+            raise full from exc
         finally:
             logger.close()
         metrics = self.metrics()

@@ -1,10 +1,14 @@
-"""Forward transfer: the zero-shot accuracy on every task's classes before any training, and the accuracy on
-task t's classes just before learning it (the model after task t - 1, with the method's own inference), each
-predicted among the classes seen up to and including that task. See segpcl.metrics.forward_transfer.
+"""The CLIP-branch evaluations: forward transfer (the zero-shot accuracy on every task's classes before any
+training, and the accuracy on task t's classes just before learning it, the model after task t - 1, each
+predicted among the classes seen up to and including that task) and the "CLIP branch only" accuracy matrix.
+Both predict by the CLIP branch for every method: classes not learned yet have no prototype, so CLIP is the only
+branch defined for them. See segpcl.metrics.
 
 Cost: one pass over the whole test set for the zero-shot numbers (at the start), then one pass over task t's
 test images before each later task, i.e. under two test-set passes per run, against (T + 1) / 2 for the usual
-evaluation after every task and the epochs of training: about 1 % of a run's time, so it is always on.
+evaluation after every task and the epochs of training: about 1 % of a run's time, so it is always on. The
+CLIP-branch matrix costs one more evaluation after every task, only for methods whose own inference is not
+CLIP's (the dual path, NCM); for the others it is their own matrix.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from .evaluate import evaluate_seen
 
 
 def _task_counts(learner, stream: TaskStream, loaders, t: int, device, progress: bool) -> tuple[int, int]:
-    learner.begin_eval(t)  # text (and prototypes) of the classes seen up to and including task t
+    learner.use_branch(t, "clip")  # text of the classes seen up to and including task t; no prototypes
     correct, total, _ = evaluate_seen(
         learner.predict,
         loaders.test(stream.task_test_set(t)),
@@ -45,4 +49,31 @@ def record_transfer(
             matrix.record_pre_task(t, *_task_counts(learner, stream, loaders, t, device, progress))
         else:
             matrix.pre_task[t] = matrix.zero_shot[t]
+    return time.perf_counter() - start
+
+
+def record_clip_branch(
+    matrix: AccuracyMatrix, learner, stream: TaskStream, loaders, t: int, device, progress: bool, own: tuple
+) -> float:
+    """After task t's evaluation with the method's own inference (`own`: its correct and total counts, read
+    after begin_eval(t)): the CLIP branch's counts on all seen classes, evaluated only where the method's
+    inference is not CLIP's. Returns the seconds spent."""
+    start = time.perf_counter()
+    if len(matrix.clip_acc) != t:  # resumed from a checkpoint without CLIP-branch results: none for this run
+        return 0.0
+    if learner.predicts_by_clip:
+        matrix.update_clip_branch(t, *own)
+        return time.perf_counter() - start
+    learner.use_branch(t, "clip")
+    correct, total, _ = evaluate_seen(
+        learner.predict,
+        loaders.test(stream.test_set(t)),
+        stream.task_of_position(),
+        t + 1,
+        device,
+        progress,
+        loaders.reduce_counts,
+    )
+    learner.begin_eval(t)  # back to the method's own inference
+    matrix.update_clip_branch(t, correct, total)
     return time.perf_counter() - start

@@ -23,7 +23,7 @@ def zero_shot_accuracies(model, cfg, device, progress: bool = True) -> dict[str,
     was_training = model.training
     model.eval()
     for name, path in sorted(cfg.data.zs_eval.items()):
-        dataset, class_names = load_imagefolder(Path(path), model.image_size)
+        dataset, class_names = load_imagefolder(Path(path), model.image_size, max_pixels=cfg.data.max_pixels)
         text = TextEmbeddingCache(model, class_names, GENERIC_TEMPLATES).embeddings
         loader = DataLoader(
             dataset,

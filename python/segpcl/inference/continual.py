@@ -7,13 +7,16 @@ run's own evaluation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .reopen import Reopened, evaluate_task, reopen, set_branch
+
+log = logging.getLogger("segpcl")
 
 
 class ContinualCLIP:
@@ -98,18 +101,25 @@ class ContinualCLIP:
         return torch.cat(out) if out else torch.empty(0, len(self.class_names))
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
-        """Image files (or folders of them) as a tensor [N, 3, S, S] in [0, 1], resized as the benchmarks do."""
-        from ..benchmarks._files import load_rgb, make_transform
-
-        transform = make_transform(self.image_size)
-        files = expand_image_paths(paths)
-        return torch.stack([transform(load_rgb(p, draft_size=self.image_size)) for p in files])
+        """Image files (or folders of them) as a tensor [N, 3, S, S] in [0, 1], resized as the benchmarks do;
+        unreadable files inside folders are skipped with a warning (see `read_images`)."""
+        _, images, skipped = read_images(paths, self.image_size)
+        for line in skipped:
+            log.warning("skipped %s", line)
+        return images
 
     def classify(
         self, paths: Sequence[str | Path], top_k: int = 5, branch: str | None = None
     ) -> list[list[tuple[str, float]]]:
-        """For each image file (folders are expanded, sorted), the top_k (class name, probability) pairs."""
-        probs = self.predict(self.load_images(paths), branch=branch)
+        """For each image file (folders are expanded, sorted; unreadable files in them skipped with a warning),
+        the top_k (class name, probability) pairs."""
+        return self.top_classes(self.load_images(paths), top_k, branch)
+
+    def top_classes(
+        self, images: torch.Tensor, top_k: int = 5, branch: str | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each image [3, H, W] in [0, 1], the top_k (class name, probability) pairs."""
+        probs = self.predict(images, branch=branch)
         k = max(1, min(top_k, probs.shape[1]))
         values, idx = probs.topk(k, dim=1)
         names = self.class_names
@@ -153,6 +163,33 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise ConfigError(f"{p} does not exist; pass image files or folders of images")
     return out
+
+
+def read_images(paths: Sequence[str | Path], image_size: int) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """The images of `paths` as [N, 3, S, S] in [0, 1], the N files they came from, and one line per file
+    skipped. A file given by name that is not a readable image is a DataError; one found inside a folder is
+    skipped (a folder of photos may hold a stray file)."""
+    from ..benchmarks._files import load_rgb, make_transform
+
+    transform = make_transform(image_size)
+    files: list[Path] = []
+    images: list[torch.Tensor] = []
+    skipped: list[str] = []
+    for given in map(Path, paths):
+        for file in expand_image_paths([given]):
+            try:
+                images.append(transform(load_rgb(file, draft_size=image_size)))
+            except Exception as exc:  # PIL raises many types on a foreign or damaged file
+                text = str(exc).strip()
+                why = f"{type(exc).__name__}: {text.splitlines()[0] if text else 'unreadable'}"
+                if file == given:
+                    raise DataError(f"{file} is not an image segpcl can read ({why}); pass image files") from None
+                skipped.append(f"{file} ({why})")
+                continue
+            files.append(file)
+    if not images:
+        raise DataError(f"no readable image among {', '.join(map(str, paths))} ({len(skipped)} files skipped)")
+    return files, torch.stack(images), skipped
 
 
 def load_run(

@@ -56,8 +56,8 @@ def export_run(
     n = learner.n_seen(r.task)
     names = list(r.stream.class_names[:n])
     if len(learner.prototypes):
-        fallback = None if learner.raw_space else learner.student_text(n)
-        protos = learner.prototypes.matrix(n, fallback, device="cpu").float().numpy()
+        # a zero row: the class has no prototype and is scored by CLIP alone (segpcl.dual_path_probs)
+        protos = learner.prototypes.matrix(n, device="cpu").float().numpy()
         paths["prototypes"] = out / "prototypes.npz"
         np.savez(paths["prototypes"], prototypes=protos, space=np.array(learner.cfg.prototype_space))
 
@@ -78,6 +78,8 @@ def export_run(
             "prototype_space": m.prototype_space,
             "logit_scale": scale,
             "proto_scale": m.proto_scale if m.proto_scale is not None else scale,
+            "missing_prototype": "zero row in prototypes.npz; the class's prototype score is the image's mean "
+            "prototype score over the classes that have one (segpcl.dual_path_probs)",
         },
     }
     paths["classes"] = out / "classes.json"

@@ -17,7 +17,7 @@ from ..benchmarks.base import TaskStream
 from ..config import RunConfig, validate
 from ..engine.build import build_method, build_model, build_stream, image_size_guess
 from ..engine.checkpoint import RunDir, check_manifest, restore_task
-from ..engine.classes import NamesOnlyStream, names_only
+from ..engine.classes import NamesOnlyStream, read_classes
 from ..engine.device import autocast_factory, resolve_device
 from ..engine.evaluate import evaluate_seen
 from ..engine.loaders import Loaders
@@ -77,8 +77,12 @@ def reopen(
     """Reassemble the run in `run_dir` after task `task` (1-based; default the last completed task).
 
     `device` overrides the run's train.device ("cpu" when None and the run's device is not available here);
-    `data_root` points at the benchmark's data elsewhere (the class names and the test images come from it).
-    With `need_data=False`, a run whose data set is not at hand opens from its classes.json (prediction only)."""
+    `data_root` points at the benchmark's data elsewhere (its test images; the class names too with
+    `need_data`). With `need_data=False` (predict, export, load_run) the data set is not read: the class names,
+    templates and task sizes come from the run's verified classes.json (engine/classes.py), so nothing but
+    config.yaml, classes.json and the checkpoint is read from the run; `evaluate_task` builds the data set
+    when it is asked for. A run without classes.json (an old segpcl's) reads its names from the data set at
+    an explicit `data_root`."""
     root = Path(run_dir)
     if root.is_file() and root.name == "config.yaml":
         root = root.parent
@@ -94,12 +98,16 @@ def reopen(
     k = checkpoint_task(run, task)
     dev = resolve_device(cfg.train.device)
     guess = image_size_guess(cfg.model.arch)
-    try:
-        stream = build_stream(cfg, guess, root)
-    except DataError:
-        stream = names_only(root) if not need_data else None
-        if stream is None:
-            raise
+    stream = None if need_data else read_classes(root, run.task_dir(k))
+    if stream is None:
+        if not need_data and data_root is None:
+            raise ConfigError(
+                f"{root} has no classes.json (a run of an older segpcl): pass --data-root (data_root=) where its "
+                "data set is, to read its class names from it"
+            )
+        stream = build_stream(cfg, guess, root)  # data problems are reported before the weights load
+    elif k >= stream.n_tasks:
+        raise ConfigError(f"{root}/classes.json has {stream.n_tasks} tasks, but a checkpoint of task {k + 1}")
     model = build_model(cfg, dev)
     if model.image_size != guess and not isinstance(stream, NamesOnlyStream):
         stream = build_stream(cfg, model.image_size, root)
@@ -114,14 +122,12 @@ def reopen(
 
 
 def evaluate_task(reopened: Reopened, progress: bool = False) -> dict:
-    """Accuracy on the test images of every class seen after the reopened task, as the trainer measures it:
-    {"task": 1-based, "accuracy": per-task accuracies (percent), "seen_accuracy": percent, "correct", "total"}."""
+    """Accuracy on the evaluation images (the run's `split`: test, or validation) of every class seen after the
+    reopened task, as the trainer measures it: {"task": 1-based, "split", "accuracy": per-task accuracies
+    (percent), "seen_accuracy": percent, "correct", "total"}."""
     r = reopened
     if isinstance(r.stream, NamesOnlyStream):
-        raise DataError(
-            f"the data set of {r.root} ({r.cfg.data.bench} at {r.cfg.data.data_root}) is not there: pass --data-root "
-            "(or data_root=) where its test images are"
-        )
+        r.stream = _data_stream(r)
     loaders = Loaders(r.cfg, r.device)
     correct, total, skipped = evaluate_seen(
         r.learner.predict,
@@ -133,12 +139,30 @@ def evaluate_task(reopened: Reopened, progress: bool = False) -> dict:
     )
     return {
         "task": r.task + 1,
+        "split": r.stream.split,
         "accuracy": [100.0 * c / max(n, 1) for c, n in zip(correct, total, strict=True)],
         "seen_accuracy": 100.0 * sum(correct) / max(sum(total), 1),
         "correct": correct,
         "total": total,
         "skipped_images": skipped,
     }
+
+
+def _data_stream(r: Reopened) -> TaskStream:
+    """The run's data set, read when its images are first asked for; it must hold the classes the run opened
+    with (its classes.json)."""
+    try:
+        stream = build_stream(r.cfg, r.model.image_size, r.root)
+    except DataError as exc:
+        raise DataError(
+            f"{exc} (evaluating {r.root} reads its test images: pass --data-root, or data_root=, where they are)"
+        ) from None
+    if stream.class_names != r.stream.class_names or stream.task_sizes != r.stream.task_sizes:
+        raise DataError(
+            f"the data set at {r.cfg.data.data_root} does not hold the classes of {r.root} (its classes.json); "
+            "pass --data-root where the run's own data set is"
+        )
+    return stream
 
 
 BRANCHES = ("run", "clip", "dual")

@@ -7,19 +7,22 @@ learned. For each task t (0-based) the engine calls, in this order:
    iterable over the task's training images, unshuffled, as (images on the device, stream labels); it may be
    iterated several times and is only read when the method needs it. The dict goes into the task's log.
 2. ``training_loss(images, labels) -> (loss, parts)`` for every training batch of every epoch, when
-   ``needs(name).lora`` (the engine applies LoRA from the run's ``lora`` section before the method is built,
-   optimises ``trainable_parameters()`` with the run's optimiser, clips, steps and averages gradients across
-   processes). ``parts``: named detached scalars (tensors), averaged per task into metrics.json.
+   ``needs(name).epochs`` (the engine optimises ``trainable_parameters()`` with the run's optimiser, clips,
+   steps and averages gradients across processes; with ``needs(name).lora`` it applies LoRA from the run's
+   ``lora`` section before the method is built and saves the adapter in every checkpoint). ``parts``: named
+   detached scalars (tensors), averaged per task into metrics.json.
 3. ``after_task(t, batches) -> dict``: finish task t (prototypes, a weight average).
 4. ``begin_eval(t)`` then ``predict(images) -> [B, n_seen]`` class probabilities over the classes seen up to
    task t; ``use_branch(t, branch)`` picks another inference where the method has one (``clip``, ``dual``).
+   The engine measures forward transfer and the "CLIP branch only" matrix through ``use_branch(t, "clip")``.
 5. ``state_dict()`` / ``load_state_dict(state)``: what a checkpoint keeps besides the LoRA adapter:
    ``{"task": t, "prototypes": PrototypeMemory state, "tensors": {name: tensor}}`` ("tensors" optional, saved
    as safetensors; nothing in a checkpoint is ever unpickled).
 
-What a method may need is declared, not discovered: ``needs(name)`` says whether LoRA trains and whether a
-reference image set (``method.reference``) must be loaded. The helpers below give every method the class text
-embeddings, the seen/old class counts and CLIP's own prediction, so a new method is one small file: subclass
+What a method may need is declared, not discovered: ``needs(name)`` says whether LoRA is applied, whether
+training epochs run, and whether a reference image set (``method.reference``) must be loaded. The helpers
+below give every method the class text embeddings, the seen/old class counts and CLIP's own prediction, so a
+new method is one small file: subclass
 ContinualMethod, implement ``training_loss`` (and any hook it needs), and register it
 (``segpcl.method.registry.register_method``). Labels are positions in the stream's class order: classes of
 task t are ``n_old() .. n_seen() - 1``.
@@ -48,7 +51,9 @@ class Needs:
     """What the engine must provide a method with, before it is built."""
 
     lora: bool = True
-    """LoRA is applied (the run's `lora` section), trained each task, and saved in every checkpoint."""
+    """LoRA is applied (the run's `lora` section) before the method is built, and saved in every checkpoint."""
+    epochs: bool = True
+    """The engine runs train.epochs of training_loss over each task's images, optimising trainable_parameters()."""
     reference_images: bool = False
     """A reference image set (`method.reference`, ZSCL-style) is loaded and passed in."""
 
@@ -101,6 +106,11 @@ class ContinualMethod:
     # -- bookkeeping ---------------------------------------------------------------------------------
     @property
     def trains(self) -> bool:
+        """Whether the engine runs training epochs for this method."""
+        return self.needs(self.cfg.name).epochs
+
+    @property
+    def has_lora(self) -> bool:
         return self.needs(self.cfg.name).lora
 
     def n_seen(self, t: int | None = None) -> int:
@@ -150,6 +160,13 @@ class ContinualMethod:
     def eval_prototypes(self) -> torch.Tensor | None:
         """The prototype matrix prediction fuses with CLIP (None: CLIP alone), set by begin_eval/use_branch."""
         return self._eval_protos
+
+    @property
+    def predicts_by_clip(self) -> bool:
+        """Whether predict, as begin_eval left it, is the CLIP branch alone: the engine then takes the method's
+        own accuracy matrix as its "CLIP branch only" matrix instead of evaluating again. A method whose predict
+        is something else without eval_prototypes overrides this."""
+        return self._eval_protos is None
 
     @torch.no_grad()
     def begin_eval(self, t: int) -> None:

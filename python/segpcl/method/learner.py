@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import MethodSection
 from ..errors import ConfigError
 from ..models.clip import ClipModel
 from ..models.lora import frozen_teacher
@@ -23,6 +22,7 @@ from .acgd import acgd_loss
 from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors
 from .base import Batches, ContinualMethod, Needs
 from .prototypes import PrototypeMemory, dual_path_probs, prototype_probs
+from .random_anchors import random_anchors
 from .tsgr import RootedGeometryRegularizer, TextGeometryRegularizer
 
 
@@ -35,7 +35,8 @@ class Switches:
     """KL over the old classes on the distillation source."""
     source: str = "anchors"
     """Distillation source: anchors (DPGD, or the seeds with method.anchors=seeds), seeds (no PGD), new (the
-    new-task batch itself), ref (a reference image set, ZSCL-style)."""
+    new-task batch itself), ref (a reference image set, ZSCL-style), random (k_seed random new-task images per
+    old class, no PGD: method/random_anchors.py)."""
     tsgr: bool = False
     transfer: bool = False
     """Anchor-induced prototype transfer after each task."""
@@ -60,6 +61,8 @@ METHODS: dict[str, Switches] = {
     "segpcl-textpgd": Switches(acgd=True, tsgr=True, transfer=True, visual_branch=True, text_only_pgd=True),
     "lora+distill-new": Switches(acgd=True, source="new"),
     "lora+distill-seeds": Switches(acgd=True, source="seeds"),
+    # the control for "does choosing the seeds matter": as many anchors per old class, drawn at random
+    "lora+distill-randomclass": Switches(acgd=True, source="random"),
     "lora+distill-ref": Switches(acgd=True, source="ref"),
 }
 
@@ -73,23 +76,10 @@ def method_switches(name: str) -> Switches:
 class Learner(ContinualMethod):
     """SeGP-CL and every row of the paper's tables, as configurations of one method (see METHODS)."""
 
-    def __init__(
-        self,
-        model: ClipModel,
-        class_names: list[str],
-        templates: list[str],
-        task_sizes: list[int],
-        cfg: MethodSection,
-        text_has_lora: bool,
-        device: torch.device | str = "cpu",
-        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-        reference_images: torch.Tensor | None = None,
-    ):
-        self.switches = method_switches(cfg.name)
-        self.raw_space = cfg.prototype_space == "raw"
-        super().__init__(
-            model, class_names, templates, task_sizes, cfg, text_has_lora, device, autocast, reference_images
-        )
+    def __init__(self, *args, **kwargs):
+        """The arguments of ContinualMethod (model, class names, templates, task sizes, method config, ...)."""
+        super().__init__(*args, **kwargs)
+        model = self.model
         if self.raw_space and self.uses_prototypes and model.raw_dim is None:
             raise ConfigError(
                 "method.prototype_space=raw needs a visual tower with a projection (open_clip ViT); "
@@ -104,10 +94,19 @@ class Learner(ContinualMethod):
         self.anchor_builder = build_anchors
         """The DPGD function anchors are built with (the overhead bench swaps in a timed wrapper)."""
 
+    @property
+    def switches(self) -> Switches:
+        return method_switches(self.cfg.name)
+
+    @property
+    def raw_space(self) -> bool:
+        """Prototypes in the raw visual space (the pooled output before the projection), as the paper."""
+        return self.cfg.prototype_space == "raw"
+
     @classmethod
     def needs(cls, name: str) -> Needs:
         s = method_switches(name)
-        return Needs(lora=s.train, reference_images=s.source == "ref")
+        return Needs(lora=s.train, epochs=s.train, reference_images=s.source == "ref")
 
     def prototype_dim(self) -> int:
         raw = self.model.raw_dim
@@ -154,7 +153,7 @@ class Learner(ContinualMethod):
         if not s.train:
             return info
         n_old, n_seen = self.n_old(), self.n_seen()
-        use_tsgr = s.tsgr and self.text_has_lora and cfg.lambda_tsgr > 0
+        use_tsgr = s.tsgr and self.text_has_lora and cfg.lambda_tsgr > 0 and t + 1 >= cfg.tsgr_from_task
         if use_tsgr and cfg.tsgr_mode == "rooted":
             self.tsgr = RootedGeometryRegularizer(
                 self.zero_shot_text()[:n_seen], list(range(n_old, n_seen)), cfg.tsgr_k or 10, cfg.tsgr_tau
@@ -193,6 +192,19 @@ class Learner(ContinualMethod):
             )
             anchors.targets = anchors.teacher_logits.argmax(dim=1)  # each image's nearest old class, same forward
             return anchors
+        if s.source == "random":
+            rank = self.comm.rank if self.comm is not None else 0  # each shard draws its own keys
+            return random_anchors(
+                self.encoder(self.teacher),
+                (images for images, _ in train_batches),
+                self.teacher_text,
+                n_old,
+                float(self.teacher.logit_scale()),
+                k_seed=self.cfg.k_seed,
+                generator=torch.Generator().manual_seed(torch.initial_seed() + 2000 + rank),
+                autocast=self.autocast,
+                comm=self.comm,
+            )
         pgd = s.source == "anchors" and self.cfg.anchors == "pgd"
         return self._dpgd(self.teacher, self.teacher_text, train_batches, n_old, pgd, s.text_only_pgd)
 
@@ -323,8 +335,8 @@ class Learner(ContinualMethod):
         n = self.n_seen(t)
         self._eval_text = self.student_text(n)  # cached across tasks while the text tower is frozen
         use_protos = self.prototype_inference and len(self.prototypes) > 0
-        fallback = None if self.raw_space else self._eval_text
-        self._eval_protos = self.prototypes.matrix(n, fallback, device=self.device) if use_protos else None
+        # classes without a prototype get a zero row: dual_path_probs scores them by CLIP alone
+        self._eval_protos = self.prototypes.matrix(n, device=self.device) if use_protos else None
 
     @torch.no_grad()
     def use_branch(self, t: int, branch: str) -> None:
@@ -339,8 +351,7 @@ class Learner(ContinualMethod):
                     f"the run's method {self.cfg.name!r} has no dual path (no prototypes, beta = 0, or "
                     "the prototype branch alone): use --branch clip or run"
                 )
-            fallback = None if self.raw_space else self._eval_text
-            self._eval_protos = self.prototypes.matrix(self.n_seen(t), fallback, device=self.device)
+            self._eval_protos = self.prototypes.matrix(self.n_seen(t), device=self.device)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,10 @@ the prototype space and P the prototypes, both L2-normalised:
 - fusion=logits (paper): l(x, c) = s cos(f, T_c) + beta s_v cos(p, P_c), probabilities softmax(l);
 - fusion=probs: (1 - beta) softmax(s cos(f, T)) + beta softmax(s_v cos(p, P)).
 Either costs one C x d_p matrix product per image on top of CLIP.
+
+A class without a prototype (not learned yet, or all its training images unreadable) has a zero row in P and is
+scored by CLIP alone: its prototype score is the image's mean prototype score over the classes that have one,
+not s_v cos(p, 0) = 0 (see dual_path_probs).
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ class PrototypeMemory:
 
     def matrix(self, n_classes: int, fallback: torch.Tensor | None = None, device=None) -> torch.Tensor:
         """L2-normalised prototypes [n_classes, d] of classes 0..n_classes-1. A class without one (all its
-        training images unreadable) takes its row of `fallback` (e.g. its text embedding, in the embed space),
-        or zeros (no say in the prototype branch) without one."""
+        training images unreadable, or not learned yet) takes its row of `fallback` when one is given, else a
+        zero row, which dual_path_probs reads as "no prototype: score this class by CLIP alone"."""
         if fallback is not None:
             out = F.normalize(fallback[:n_classes].detach().float().clone(), dim=-1)
         else:
@@ -108,11 +112,27 @@ def dual_path_probs(
     """Class probabilities [B, C] (see the module docs); beta = 0 or no prototypes is the CLIP path alone.
 
     features: [B, d] normalised f; proto_features: [B, d_p] image features in the prototype space (normalised
-    here); prototypes: [C, d_p] normalised."""
+    here); prototypes: [C, d_p] normalised, a zero row for a class without a prototype (PrototypeMemory.matrix).
+
+    A class without a prototype is scored by CLIP alone: its prototype score is replaced by the image's mean
+    prototype score over the classes that have one. Why that neutral value: a zero row would score
+    s_v cos(p, 0) = 0 while every class with a prototype scores s_v cos(p, P_c), mostly > 0, so such a class
+    would lose nearly every comparison (FWT's pre-task accuracy was 0.0 for that reason). With the mean, under
+    logit fusion (softmax ignores a constant added to every class) classes without a prototype are ranked
+    among themselves by CLIP alone, and against a class with one as if their prototype matched the image as
+    well as an average learned class: they win where CLIP prefers them by more than the prototype branch
+    prefers that class over the average. Under probability fusion the same filled-in scores enter the
+    prototype softmax. Without any prototype row this is the CLIP path alone, for either fusion."""
     clip_logits = logit_scale * features @ text.T
     if prototypes is None or beta == 0:
         return F.softmax(clip_logits, dim=-1)
+    known = prototypes.abs().sum(dim=1) > 0
+    if not bool(known.any()):
+        return F.softmax(clip_logits, dim=-1)
     proto_logits = proto_scale * F.normalize(proto_features, dim=-1) @ prototypes.T
+    if not bool(known.all()):
+        neutral = proto_logits[:, known].mean(dim=1, keepdim=True)
+        proto_logits = torch.where(known, proto_logits, neutral)
     if fusion == "logits":
         return F.softmax(clip_logits + beta * proto_logits, dim=-1)
     return (1 - beta) * F.softmax(clip_logits, dim=-1) + beta * F.softmax(proto_logits, dim=-1)

@@ -7,7 +7,10 @@ from ..errors import ConfigError
 from .base import ContinualMethod
 from .learner import METHODS, Learner
 
-_REGISTERED: dict[str, type[ContinualMethod]] = {}
+PEERS: dict[str, type[ContinualMethod]] = {
+    # the methods SeGP-CL is compared with, one module each under method/peers/
+}
+_REGISTERED: dict[str, type[ContinualMethod]] = dict(PEERS)
 
 
 def register_method(name: str):
@@ -16,8 +19,8 @@ def register_method(name: str):
     def deco(cls: type[ContinualMethod]) -> type[ContinualMethod]:
         if not (isinstance(cls, type) and issubclass(cls, ContinualMethod)):
             raise TypeError(f"register_method({name!r}) takes a subclass of ContinualMethod, got {cls!r}")
-        if name in METHODS:
-            raise ValueError(f"method name {name!r} is one of SeGP-CL's rows; choose another name")
+        if name in METHODS or name in PEERS:
+            raise ValueError(f"method name {name!r} is a built-in method; choose another name")
         _REGISTERED[name] = cls
         return cls
 

@@ -99,13 +99,50 @@ def _additive_mask(attn_mask, key_padding_mask, dtype, n, heads, lq, lk) -> torc
     return mask
 
 
+class LinearAttentionPool2d(nn.Module):
+    """open_clip's ResNet attention pool (`AttentionPool2d`) with q/k/v/c_proj called as modules.
+
+    open_clip hands their weights to `F.multi_head_attention_forward`, so LoRA wrapped around them by peft
+    would never run. Same parameters under the same names (the state dict is unchanged), same outputs; only
+    the mean token queries, as only its output is kept. `project = False` returns the pooled output before
+    `c_proj` (the ResNet's raw visual feature).
+    """
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.positional_embedding = pool.positional_embedding
+        self.q_proj, self.k_proj, self.v_proj, self.c_proj = pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj
+        self.num_heads = pool.num_heads
+        self.project = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # NCHW -> N(HW)C
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        n, length, d = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(n, t.shape[1], self.num_heads, d // self.num_heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.q_proj(x[:, :1])), heads(self.k_proj(x)), heads(self.v_proj(x)))
+        out = out.transpose(1, 2).reshape(n, d)
+        return self.c_proj(out) if self.project else out
+
+
 def linearize_attention(module: nn.Module) -> int:
-    """Replace every self-attention `nn.MultiheadAttention` under `module` in place; returns how many."""
+    """Replace every self-attention `nn.MultiheadAttention` and every ResNet attention pool under `module` in
+    place; returns how many."""
+    from open_clip.modified_resnet import AttentionPool2d
+
     count = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.MultiheadAttention) and child._qkv_same_embed_dim and child.bias_k is None:
                 setattr(parent, name, LinearSelfAttention.from_mha(child))
+                count += 1
+            elif isinstance(child, AttentionPool2d):
+                new = LinearAttentionPool2d(child)
+                new.train(child.training)
+                setattr(parent, name, new)
                 count += 1
     return count
 

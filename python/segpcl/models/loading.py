@@ -4,9 +4,9 @@ Weights never come from the network: `pretrained` is None (random init, or the t
 a local file, or an open_clip tag resolved offline from the local open_clip/HF cache.
 Accepted files: a state dict (.bin/.pt/.pth), .safetensors, an open_clip training checkpoint
 (`{"state_dict": {"module.…": …}}`), or OpenAI's TorchScript .pt. Pickled files are read with
-`torch.load(weights_only=True)`, which refuses arbitrary Python objects; a TorchScript archive is read
-with `torch.jit.load`, which only rebuilds TorchScript modules (it never runs pickled Python code), and
-only its state dict is kept.
+`torch.load(weights_only=True)`, which refuses arbitrary Python objects. A TorchScript archive is not
+given to `torch.jit.load` (which runs the scripted modules' `__setstate__`, code that comes with the file):
+its tensors are read from the archive without running anything (models/torchscript.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from ..errors import ConfigError, WeightsError
 from .clip import ClipModel
 from .tiny import build_tiny, is_tiny
+from .tokenizer import load_tokenizer
 
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -62,7 +63,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
             is_torchscript = any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
     try:
         if is_torchscript:
-            return torch.jit.load(str(path), map_location="cpu").state_dict(), True
+            from .torchscript import read_torchscript_tensors
+
+            return read_torchscript_tensors(path), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
@@ -116,23 +119,27 @@ def load_clip(
     pretrained: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    tokenizer: str | os.PathLike | None = None,
 ) -> ClipModel:
-    """Build `arch` (an open_clip name, or a tiny config such as `toy-clip`) and load `pretrained` into it."""
+    """Build `arch` (an open_clip name, or a tiny config such as `toy-clip`) and load `pretrained` into it;
+    `tokenizer`: a local tokenizer folder, for models whose tokenizer comes from a hub (models/tokenizer.py)."""
     import open_clip
 
-    if arch == "toy-clip" and pretrained is None:
+    if arch == "toy-clip" and pretrained is None and tokenizer is None:
         from .toy.clip import pretrained_toy_clip
 
         return pretrained_toy_clip().to(device)
 
     if is_tiny(arch):
-        clip, tokenizer, image_size = build_tiny(arch)
+        clip, tokenizer, image_size = build_tiny(arch, tokenizer)
         mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     else:
         if arch not in open_clip.list_models():
             raise ConfigError(f"unknown architecture {arch!r}; see open_clip.list_models() (e.g. ViT-L-14-quickgelu)")
         path = Path(pretrained) if pretrained is not None else None
         tag = str(pretrained) if pretrained is not None and not (path.exists() or path.suffix) else None
+        text_cfg = open_clip.get_model_config(arch)["text_cfg"]  # the tokenizer first: its error costs no build
+        tokenizer = load_tokenizer(arch, text_cfg, tokenizer, None if tag is not None else pretrained)
         if tag is not None:
             try:
                 with _hub_offline():
@@ -144,7 +151,6 @@ def load_clip(
                 ) from exc
         else:
             clip = open_clip.create_model(arch, pretrained=None, device="cpu", precision="fp32")
-        tokenizer = open_clip.get_tokenizer(arch)
         pp = clip.visual.preprocess_cfg if hasattr(clip.visual, "preprocess_cfg") else {}
         mean = pp.get("mean", open_clip.OPENAI_DATASET_MEAN)
         std = pp.get("std", open_clip.OPENAI_DATASET_STD)
@@ -159,9 +165,15 @@ def load_clip(
         sd, from_torchscript = _read_state_dict(path)
         sd, looks_openai = _clean_keys(sd)
         if (looks_openai or from_torchscript) and "quickgelu" not in arch.lower():
+            fix = (
+                f"use --model {arch}-quickgelu"
+                if f"{arch}-quickgelu" in open_clip.list_models()
+                else "pass the open_clip QuickGELU architecture these weights were made for (e.g. --model "
+                "ViT-B-16-quickgelu; open_clip.list_models() lists them)"
+            )
             raise WeightsError(
                 f"{path} looks like OpenAI's CLIP release, which uses QuickGELU, but {arch!r} is not a QuickGELU "
-                f"architecture: use --model {arch}-quickgelu"
+                f"architecture: {fix}"
             )
         _load_into(clip, sd, path, arch)
 

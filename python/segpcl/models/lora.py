@@ -8,19 +8,16 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from peft.utils import load_peft_weights
 
 from ..config import LoraSection
 from ..errors import ConfigError
 from .clip import ClipModel
+from .families import lora_plan
 
-_TOWER_PREFIX = {"visual": r"visual\.", "text": r""}
-
-
-def lora_target_regex(towers: list[str], targets: list[str]) -> str:
-    """A regex matching the residual-block modules that get LoRA in the chosen towers."""
-    unknown = set(towers) - set(_TOWER_PREFIX)
-    if unknown or not towers:
+def lora_target_regex(model: ClipModel, towers: list[str], targets: list[str]) -> str:
+    """A regex matching exactly the modules that get LoRA in the chosen towers (placed per tower family,
+    families.py); a tower that would get none is a ConfigError."""
+    if not towers or set(towers) - {"visual", "text"}:
         raise ConfigError(f"lora.towers must be a non-empty subset of [visual, text], got {towers}")
     if not targets:
         raise ConfigError("lora.targets is empty; e.g. [attn.in_proj, mlp.c_fc]")
@@ -29,9 +26,8 @@ def lora_target_regex(towers: list[str], targets: list[str]) -> str:
             "lora.targets `attn` names the whole attention module, which segpcl splits into two Linear layers: "
             "target attn.in_proj (q, k, v) and/or attn.out_proj"
         )
-    prefixes = "|".join(_TOWER_PREFIX[t] for t in towers)
-    names = "|".join(re.escape(t) for t in targets)
-    return rf"^(?:{prefixes})transformer\.resblocks\.\d+\.(?:{names})$"
+    plan = lora_plan(model.base, towers, targets)
+    return "^(?:" + "|".join(re.escape(n) for names in plan.values() for n in names) + ")$"
 
 
 def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
@@ -40,12 +36,9 @@ def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=lora_target_regex(cfg.towers, cfg.targets),
+        target_modules=lora_target_regex(model, cfg.towers, cfg.targets),
     )
-    try:
-        model.clip = get_peft_model(model.clip, peft_cfg)
-    except ValueError as exc:
-        raise ConfigError(f"LoRA targets {cfg.targets} match no module of this model: {exc}") from exc
+    model.clip = get_peft_model(model.clip, peft_cfg)
     if not cfg.train_a:
         for name, param in model.clip.named_parameters():
             if "lora_A" in name:
@@ -65,8 +58,14 @@ def save_adapter(model: ClipModel, folder: Path) -> None:
 
 
 def load_adapter(model: ClipModel, folder: Path) -> None:
-    """Load adapter weights saved by `save_adapter` into a model that already has LoRA applied."""
-    weights = load_peft_weights(str(folder), device="cpu")
+    """Load adapter weights saved by `save_adapter` into a model that already has LoRA applied. Only the
+    safetensors file is read (never peft's pickled adapter_model.bin, nor the hub)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"{folder} has no adapter_model.safetensors (the LoRA adapter segpcl writes)")
+    weights = load_file(str(path), device="cpu")
     result = set_peft_model_state_dict(model.clip, weights)
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(f"adapter in {folder} does not match this model's LoRA layout: {result.unexpected_keys[:3]}")

@@ -59,6 +59,11 @@ class OverheadConfig:
     """Add a torch.profiler table (top operators) of one LoRA step and one SeGP-CL step."""
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+    memory: bool = True
+    """Also measure the peak memory of a SeGP-CL step with and without gradient checkpointing (perf/memory.py;
+    on a CPU each setting runs in a child process)."""
+    tokenizer: str | None = None
+    """Local tokenizer folder, for models whose tokenizer comes from a hub (as model.tokenizer)."""
     seed: int = 0
 
 

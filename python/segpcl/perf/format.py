@@ -160,4 +160,11 @@ def format_overhead(r: dict) -> str:
     lines = [*_header(r), "", *_table(r), "", *_anchor_and_inference_notes(r), "", *_step_breakdown(r)]
     lines += _why_missed(r)
     lines += _anchor_sweep_and_notes(r)
+    if "memory" in r:
+        m = r["memory"]
+        lines += [
+            "",
+            f"peak memory of a SeGP-CL training step: {m['without']:.1f} MiB without, {m['with']:.1f} MiB with "
+            f"gradient checkpointing ({m['ratio']:.2f}x); {m['how']}",
+        ]
     return "\n".join(lines)

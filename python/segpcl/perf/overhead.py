@@ -10,7 +10,8 @@ stream (C seen classes, C - increment of them old), with synthetic images, class
    in forward-pass equivalents per anchor;
 3. the whole task: steps x step time + before_task + after_task (prototype transfer and new prototypes);
 4. inference: CLIP-only against dual-path `predict`, time and the extra FLOPs counted by
-   `torch.utils.flop_counter.FlopCounterMode`, next to the analytic count.
+   `torch.utils.flop_counter.FlopCounterMode`, next to the analytic count;
+5. the peak memory of a SeGP-CL step with and without gradient checkpointing (memory.py).
 
 Ratios are medians over repeats of paired ratios (each SeGP-CL block over the LoRA block of the same round),
 so slow drifts of a shared machine cancel; the order within a round is reversed every other round. CUDA is
@@ -38,6 +39,7 @@ from ..environment import environment
 from . import results
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGES_PER_TASK, OverheadConfig, check_config
 from .format import format_overhead
+from .memory import measure_memory
 from .targets import INFERENCE_TARGET, TRAIN_AIM, TRAIN_TARGET
 from .timing import count_flops, machine, profile_table, stats
 from .workload import Workload
@@ -78,6 +80,7 @@ def _measure(cfg: OverheadConfig) -> dict:
     _time_task_hooks(b)
     _time_inference(b)
     inference_flops = _count_inference_flops(b)
+    memory = measure_memory(cfg, b) if cfg.memory else None
     result = {
         **results.headline(b, sweep, train_flops, inference_flops),
         "breakdown": results.breakdown(b),
@@ -95,6 +98,8 @@ def _measure(cfg: OverheadConfig) -> dict:
     }
     if profile is not None:
         result["profile"] = profile
+    if memory is not None:
+        result["memory"] = memory
     return result
 
 

@@ -161,7 +161,7 @@ def _load_model(cfg: OverheadConfig, device: torch.device) -> tuple[torch.nn.Mod
     from ..models.lora import apply_lora
 
     t0 = time.perf_counter()
-    model = load_clip(cfg.arch, cfg.pretrained, device=device, precision=cfg.precision)
+    model = load_clip(cfg.arch, cfg.pretrained, device=device, precision=cfg.precision, tokenizer=cfg.tokenizer)
     model.eval()
     lora_cfg = LoraSection(towers=list(cfg.lora_towers))
     apply_lora(model, lora_cfg)

@@ -27,6 +27,14 @@ def accuracy_table(metrics: dict) -> str:
         f"Forgetting {metrics['forgetting']:.2f}  BWT {metrics['bwt']:.2f}"
         + (f"  FWT {fwt:.2f}" if fwt is not None else "")
     )
+    clip = metrics.get("clip_branch")
+    if clip and clip.get("accuracy_matrix") != acc:  # the method's own inference is not CLIP's alone
+        pre = clip.get("pre_task_accuracy_mean")
+        lines.append(
+            f"CLIP branch only: Last {clip['last']:.2f}  Avg {clip['avg']:.2f}  "
+            f"Forgetting {clip['forgetting']:.2f}  BWT {clip['bwt']:.2f}"
+            + (f"  pre-task mean {pre:.2f}" if pre is not None else "")
+        )
     return "\n".join(lines)
 
 
