@@ -168,6 +168,29 @@ def test_resume_under_torchrun(runs, tmp_path):
     assert _metrics(out)["accuracy_matrix"] == _metrics(root / "two")["accuracy_matrix"]
 
 
+def test_rapf_two_processes_match_one(tmp_path):
+    """RAPF under torchrun: each rank's class statistics merged (ClassScatter) are one process's, and every rank
+    keeps its share of the same pseudo-features, so the run matches one process up to float rounding."""
+    from safetensors.torch import load_file
+
+    args = [*ARGS, "--method", "rapf", "--set", "method.rapf_threshold=1.3", "--set", "data.templates=null"]
+    one = _run([sys.executable, "-m", "segpcl", *args, "--out", str(tmp_path / "one")], _env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([*_torchrun(), *args, "--out", str(tmp_path / "two")], _env())
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert abs(a["task_info"][0]["mean_ce"] - b["task_info"][0]["mean_ce"]) < 1e-4
+    assert a["task_info"][1]["hard_pairs"] == b["task_info"][1]["hard_pairs"] > 0
+    assert b["task_info"][1]["fusion_kept_new"] == pytest.approx(a["task_info"][1]["fusion_kept_new"], abs=1e-3)
+    for row1, row2 in zip(a["accuracy_matrix"], b["accuracy_matrix"], strict=True):
+        assert np.allclose(row1, row2, atol=0.5)
+    p = load_file(tmp_path / "one" / "checkpoints" / "task_01" / "method.safetensors")
+    q = load_file(tmp_path / "two" / "checkpoints" / "task_01" / "method.safetensors")
+    assert torch.equal(p["class_counts"], q["class_counts"]) and int(p["class_counts"].sum()) > 0
+    for key in ("class_means", "class_covs", "adapter"):
+        assert torch.allclose(p[key], q[key], atol=1e-4), key
+
+
 def test_killed_rank_stops_the_run(tmp_path):
     out = tmp_path / "killed"
     args = [a if a != "data.max_train_per_class=2" else "data.max_train_per_class=8" for a in ARGS]

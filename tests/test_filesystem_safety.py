@@ -19,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 from fakedata import corrupt, make_split_imagefolder, write_image
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from segpcl.benchmarks._files import BAD_LABEL, ImageFileDataset, ImageTooLarge, UnreadableImageWarning, load_rgb
-from segpcl.benchmarks.check import check_folder
+from segpcl.benchmarks.check import check_folder, find_unreadable
 from segpcl.cli import main
 from segpcl.config import resolve_config
 from segpcl.engine import nofollow
@@ -216,6 +217,7 @@ def test_an_image_above_the_pixel_cap_is_a_counted_skip(tmp_path):
     assert len(lines) == 1 and "big.png" in lines[0] and "data.max_pixels" in lines[0] and "\n" not in lines[0]
     with pytest.raises(DataError, match="too large"):
         ImageFileDataset([big], [1], 8, strict=True, max_pixels=2000)[0]
+    assert "ImageTooLarge: 60x50" in find_unreadable([str(small), str(big)], progress=False, max_pixels=2000)[0][1]
     # the run's setting reaches the data sets, and is checked
     cfg = resolve_config("omnibenchmark", overrides={"data": {"max_pixels": 2000}})
     from segpcl.engine.build import build_stream
@@ -245,6 +247,11 @@ def test_a_strict_run_stopped_by_a_bad_image_leaves_nothing(tmp_path):
     _one_line_error(_cli(*args, "--strict"), "cannot read image file", "train_0.jpg")
     assert not out.exists()
     _one_line_error(_cli(*args, "--strict"), "cannot read image file")  # the same error, not "already holds a run"
+    # read by a DataLoader worker, the error reaches the main process as the same one line (torch wraps it)
+    loader = DataLoader(ImageFileDataset([bad], [0], 8, strict=True), num_workers=1)
+    with pytest.raises(DataError) as caught:
+        next(iter(loader))
+    assert str(caught.value).startswith("cannot read image file") and "Traceback" not in str(caught.value)
     write_image(bad)
     result = _cli(*args, "--strict")
     assert result.exit_code == 0, result.output

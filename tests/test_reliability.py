@@ -63,7 +63,7 @@ KILLER = textwrap.dedent(
     torch.set_num_threads(2)
     from segpcl.config import resolve_config
     import segpcl.engine.checkpoint as ck
-    import segpcl.engine.trainer as tr
+    import segpcl.engine.run as tr
 
     point, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)

@@ -14,13 +14,15 @@ from torch.utils.data import Dataset
 from segpcl.analysis.tune import combinations, parse_grid, set_text
 from segpcl.benchmarks import base
 from segpcl.cli import main
+from segpcl.config import resolve_config
+from segpcl.engine.build import build_stream
 from segpcl.errors import ConfigError
 
-REDUCED = ["--epochs", "1", "--set", "data.max_train_per_class=3", "--set",
-           "data.max_test_per_class=2", "--set", "data.task_sizes=[32,32]", "--set", "method.k_seed=1",
-           "--set", "method.pgd_steps=2", "--set", "train.batch_size=16", "--quiet"]  # fmt: skip
+REDUCED = ["--epochs", "1", "--max-tasks", "1", "--set", "data.max_train_per_class=2", "--set",
+           "data.max_test_per_class=2", "--set", "data.task_sizes=[32,32]", "--set", "train.batch_size=16",
+           "--quiet"]  # fmt: skip
 GRID = ["--grid", "train.lr=0.01,5", "--method", "lora"]
-"""On the toy CLIP (reduced data): lr 5 wrecks what lr 0.01 keeps, so the choice is known."""
+"""On the toy CLIP (reduced data, first task): lr 5 wrecks what lr 0.01 keeps, so the choice is known."""
 
 
 class _NoTestImages(Dataset):
@@ -64,9 +66,9 @@ def test_grid_parsing():
 
 
 def test_tune_picks_the_best_validation_last_and_never_reads_a_test_image(tmp_path, monkeypatch, raising_test_split):
-    # the patch bites: a run evaluated on the test split reads it
-    plain = CliRunner().invoke(main, ["train", "--method", "zeroshot", "--out", str(tmp_path / "t"), *REDUCED])
-    assert plain.exit_code != 0 and isinstance(plain.exception, AssertionError)
+    # the patch bites: a stream evaluated on the test split reads the raising set
+    with pytest.raises(AssertionError, match="a test image was read"):
+        build_stream(resolve_config("toy"), 32, None).test_set(0)[0]
     result, table = _tune(tmp_path / "tune")
     assert table["split"] == "validation" and table["val_fraction"] == 0.1 and table["seeds"] == [0]
     rows = table["combinations"]
@@ -85,13 +87,13 @@ def test_tune_picks_the_best_validation_last_and_never_reads_a_test_image(tmp_pa
 
 def test_tune_reuses_finished_runs_and_keeps_an_explicit_val_fraction(tmp_path, monkeypatch):
     args = ("--seeds", "0,1", "--set", "data.val_fraction=0.2", "--set", "data.seed=0")  # one data sample
-    _, first = _tune(tmp_path / "t", *args)
+    _, first = _tune(tmp_path / "t", *args, "--model", "tiny")
     assert first["val_fraction"] == 0.2 and first["seeds"] == [0, 1]
     assert all(len(r["last"]) == 2 and r["last_mean"] == pytest.approx(np.mean(r["last"])) for r in first["combinations"])
     import segpcl.analysis.ablation as ablation
 
     monkeypatch.setattr(ablation, "run_training", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    _, second = _tune(tmp_path / "t", *args)
+    _, second = _tune(tmp_path / "t", *args, "--model", "tiny")
     assert second["combinations"] == first["combinations"]
 
 
@@ -99,7 +101,7 @@ def test_tune_reuses_finished_runs_and_keeps_an_explicit_val_fraction(tmp_path, 
     ("args", "needle"),
     [
         (["--grid", "train.seed=1,2"], "--seeds"),
-        (["--grid", "train.nope=1,2"], "train.nope"),
+        (["--grid", "train.nope=1,2"], "'nope'"),
         (["--grid", "train.lr"], "KEY=V1,V2"),
         (["--grid", "train.lr=0.1,0.2", "--set", "train.lr=0.3"], "both --grid and --set"),
         (["--grid", "train.lr=0.1", "--seeds", "x"], "--seeds"),

@@ -1,19 +1,18 @@
 """`--log wandb`, offline: a 2-task tiny run logs its losses and accuracies into <run>/wandb, and `--resume`
 continues the same wandb run (same id, the step axis going on). Skipped only where wandb is not installed (the
-dev extra installs it)."""
+dev extra installs it); without it, `--log wandb` is one line saying what to install."""
 
 from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import pytest
 from click.testing import CliRunner
 
 from segpcl.cli import main
 from segpcl.engine.wandb_log import RUN_ID_FILE, logged_in, wandb_mode
-
-wandb = pytest.importorskip("wandb")
 
 REDUCED = [
     "--model", "tiny", "--epochs", "1", "--device", "cpu", "--quiet", "--log", "wandb",
@@ -67,7 +66,17 @@ def test_mode_is_offline_without_a_login(offline, tmp_path, monkeypatch):
     assert wandb_mode() is None  # the user's own choice stands
 
 
+def test_log_wandb_missing_is_one_line(offline, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails as if not installed
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), *REDUCED])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'segpcl[wandb]'" in result.output and "Traceback" not in result.output
+    assert not out.exists()  # a failed start leaves nothing behind
+
+
 def test_two_tasks_log_offline_and_resume_continues_the_same_run(offline, tmp_path):
+    pytest.importorskip("wandb")
     out = tmp_path / "run"
     first = CliRunner().invoke(main, ["train", "--out", str(out), "--max-tasks", "1", *REDUCED])
     assert first.exit_code == 0, first.output + repr(first.exception)

@@ -237,6 +237,18 @@ class MethodSection:
     rapf_shrinkage: bool = False
     """rapf: shrink each covariance (add its mean diagonal to the diagonal and its mean off-diagonal to the rest)
     before sampling."""
+    mgclip_drift: float | None = 0.1
+    """mgclip: the first task's epochs end once the mean non-target logit on its images has moved by more than
+    this share of the pretrained model's; the epochs before that one (at least 1) are kept, and every later task
+    trains as many. None: every task trains train.epochs."""
+    mgclip_agent_epochs: int = 3
+    """mgclip: epochs of the visual agent (a cosine classifier on the frozen image features) after each task."""
+    mgclip_agent_lr: float = 5e-4
+    """mgclip: Adam learning rate of the visual agent (cosine decay to 1% of it over its steps)."""
+    mgclip_agent_batch_size: int = 64
+    """mgclip: batch size of the visual agent's training."""
+    mgclip_agent_weight: float = 0.8
+    """mgclip: share of the visual agent's probabilities in the fused prediction (the rest: CLIP's)."""
 
 
 @dataclass
@@ -319,6 +331,15 @@ def validate(cfg: RunConfig) -> None:
             "method.rapf_beta and method.rapf_classes_per_step must be >= 0 (0: no pseudo-features)",
         ),
         (cfg.method.tsgr_from_task >= 1, "method.tsgr_from_task must be >= 1 (1: from the first task)"),
+        (
+            (cfg.method.mgclip_drift is None or cfg.method.mgclip_drift > 0)
+            and cfg.method.mgclip_agent_epochs >= 0
+            and cfg.method.mgclip_agent_batch_size >= 1
+            and cfg.method.mgclip_agent_lr > 0
+            and 0 <= cfg.method.mgclip_agent_weight <= 1,
+            "method.mgclip_drift must be > 0 (or null), mgclip_agent_epochs >= 0, mgclip_agent_batch_size >= 1, "
+            "mgclip_agent_lr > 0 and mgclip_agent_weight in [0, 1]",
+        ),
         (0 <= cfg.method.beta <= 1 or cfg.method.fusion == "logits", "method.beta must be in [0, 1] with fusion=probs"),
         (cfg.method.beta >= 0, "method.beta must be >= 0"),
         (cfg.method.proto_scale is None or cfg.method.proto_scale > 0, "method.proto_scale must be > 0"),

@@ -49,16 +49,16 @@ SEED_RANGE = click.IntRange(0, 2**32 - 1)
 
 
 def _method_names() -> str:
-    from ..method.learner import METHODS
+    from ..method.rows import METHODS, PEER_METHODS
 
-    return ", ".join(METHODS)
+    return ", ".join([*METHODS, *PEER_METHODS])
 
 
 def _ablation_methods() -> str:
     """Every row of the paper's tables (segpcl-cliponly is the lora+acgd+tsgr+pt configuration), then the
     setting rows (analysis/ablation_table.py SETTING_ROWS)."""
     from ..analysis.ablation_table import SETTING_ROWS
-    from ..method.learner import METHODS
+    from ..method.rows import METHODS
 
     return ",".join([*(m for m in METHODS if m != "segpcl-cliponly"), *SETTING_ROWS])
 

@@ -9,46 +9,27 @@ import click
 
 from .options import _ablation_methods, _config_from_options, _method_names, _overrides, _parse_seeds, _train_options
 
-NOT_ON_RESUME = (
-    "bench", "method", "out", "config_file", "arch", "pretrained", "initial", "increment",
-    "class_order", "class_names", "templates", "seed", "zs_eval", "download", "preset", "val_fraction",
-)  # fmt: skip
-"""Options that define a run or apply only at its start: an error with --resume."""
-
 
 def _resume_overrides(ctx: click.Context, kw) -> dict:
-    """What may change when a run continues (device, workers, data location, learning settings via --set);
-    what defines the run (benchmark, method, model, split, seed) or acts only at its start may not. --set keys
-    that define the run are refused by the trainer, which compares the resolved configs."""
+    """What may change when a run continues: the options in engine/resume.RESUMABLE_OPTIONS (device, workers,
+    data location, ...) and --set keys that do not define the run (the engine checks those); every other option
+    defines the run or acts only at its start, and is refused."""
     from click.core import ParameterSource
 
+    from ..engine.resume import RESUMABLE_OPTIONS, RESUME_CONTROLS, resume_refusal
     from ..errors import ConfigError
 
     given = [
         p.opts[0]
         for p in ctx.command.params
-        if p.name in NOT_ON_RESUME and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)
+        if p.name not in RESUMABLE_OPTIONS
+        and p.name not in RESUME_CONTROLS
+        and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)
     ]
     if given:
-        raise ConfigError(
-            f"{', '.join(given)} cannot change when resuming a run (they define the run or act only at its start); "
-            "only --device, --workers, --data-root, --tokenizer, --epochs, --precision, --strict, --max-tasks, --log, --from-task "
-            "and --set "
-            "(not method.name, model, lora, the data split or the seed) apply to the remaining tasks"
-        )
-    pairs = [
-        ("train.device", kw["device"]),
-        ("data.num_workers", kw["workers"]),
-        ("data.data_root", kw["data_root"]),
-        ("model.tokenizer", kw["tokenizer"]),
-        ("train.epochs", kw["epochs"]),
-        ("model.precision", kw["precision"]),
-        ("data.strict", kw["strict"]),
-        ("train.diagnose", kw["diagnose"]),
-        ("data.max_tasks", kw["max_tasks"]),
-        ("train.log", list(kw["log_kinds"]) or None),
-    ]
-    return _overrides(pairs, kw["sets"])
+        raise ConfigError(resume_refusal(given))
+    pairs = [(key, kw[name]) for name, (_, key) in RESUMABLE_OPTIONS.items()]
+    return _overrides([(k, list(v) or None) if k == "train.log" else (k, v) for k, v in pairs], kw["sets"])
 
 
 @click.command()

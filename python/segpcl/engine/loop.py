@@ -1,6 +1,6 @@
-"""The epochs of one task: the optimiser, its schedule (linear warm-up, then cosine or step decay) and the update step,
-with what the optimiser did (mean pre-clip gradient norm, share of clipped steps) and a warning when a task's
-training looks divergent."""
+"""The epochs of one task: the optimiser, its schedule (linear warm-up, then cosine or step decay) and the update
+step, with what the optimiser did (mean pre-clip gradient norm, share of clipped steps) and a warning when a
+task's training looks divergent."""
 
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def _what_next(t: int, where: str) -> str:
 def train_task(
     method: ContinualMethod, loader: DataLoader, cfg: RunConfig, t: int, where: str, on_step=None, progress=True
 ) -> dict:
-    """Train task t for train.epochs over `loader`; returns the steps, unreadable images and mean loss parts.
+    """Train task t for train.epochs over `loader` (fewer when the method's should_stop says so after an epoch);
+    returns the steps, unreadable images and mean loss parts.
     `where` (the run directory) goes into the message of a non-finite loss."""
     params = method.trainable_parameters()
     opt = make_optimizer(params, cfg)
@@ -149,6 +150,8 @@ def train_task(
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v  # tensors: summed on the device, read once per task
             bar.set_postfix(loss=f"{loss_value:.3f}")
+        if method.should_stop(epoch):
+            break
     method.model.eval()
     norm_sum, clipped = (float(v) for v in norms)
     info = {

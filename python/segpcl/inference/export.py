@@ -60,6 +60,10 @@ def export_run(
         protos = learner.prototypes.matrix(n, device="cpu").float().numpy()
         paths["prototypes"] = out / "prototypes.npz"
         np.savez(paths["prototypes"], prototypes=protos, space=np.array(learner.cfg.prototype_space))
+    extra = learner.export_tensors()  # e.g. RAPF's linear adapter on the image embeddings
+    if extra:
+        paths["method"] = out / "method.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in extra.items()}, str(paths["method"]))
 
     scale = float(r.model.logit_scale())
     m = learner.cfg
@@ -72,7 +76,7 @@ def export_run(
         "class_names": names,
         "templates": list(r.stream.bench.templates),
         "inference": {
-            "branch": "dual" if learner.prototype_inference else "clip",
+            "branch": "dual" if getattr(learner, "prototype_inference", False) else "clip",  # SeGP-CL's rows
             "fusion": m.fusion,
             "beta": m.beta,
             "prototype_space": m.prototype_space,
@@ -82,6 +86,9 @@ def export_run(
             "prototype score over the classes that have one (segpcl.dual_path_probs)",
         },
     }
+    if extra:
+        where = f"{type(learner).__module__} (its module docs)"
+        info["inference"]["method_tensors"] = f"method.safetensors ({', '.join(extra)}): how predict uses them: {where}"
     paths["classes"] = out / "classes.json"
     paths["classes"].write_text(json.dumps(info, indent=2))
     paths["card"] = out / "MODEL_CARD.md"
@@ -117,6 +124,7 @@ def _model_card(r: Reopened, info: dict) -> str:
         "`segpcl.models.attention.linearize_attention(model)` to a fresh open_clip model with the run's base "
         "weights, then `peft.PeftModel.from_pretrained(model, 'adapter')`",
         "- `prototypes.npz`, `classes.json`: the prototype branch and the class names / templates",
+        *([f"- `method.safetensors`: {note}"] if (note := info["inference"].get("method_tensors")) else []),
         "",
         "## Config",
         "",

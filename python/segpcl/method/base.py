@@ -10,7 +10,8 @@ learned. For each task t (0-based) the engine calls, in this order:
    ``needs(name).epochs`` (the engine optimises ``trainable_parameters()`` with the run's optimiser, clips,
    steps and averages gradients across processes; with ``needs(name).lora`` it applies LoRA from the run's
    ``lora`` section before the method is built and saves the adapter in every checkpoint). ``parts``: named
-   detached scalars (tensors), averaged per task into metrics.json.
+   detached scalars (tensors), averaged per task into metrics.json. After each epoch the engine asks
+   ``should_stop(epoch)``: True ends the task's epochs there (default False: all train.epochs run).
 3. ``after_task(t, batches) -> dict``: finish task t (prototypes, a weight average).
 4. ``begin_eval(t)`` then ``predict(images) -> [B, n_seen]`` class probabilities over the classes seen up to
    task t; ``use_branch(t, branch)`` picks another inference where the method has one (``clip``, ``dual``).
@@ -147,6 +148,11 @@ class ContinualMethod:
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError(f"{type(self).__name__} trains LoRA but defines no training_loss")
 
+    def should_stop(self, epoch: int) -> bool:
+        """Asked after each training epoch (`epoch`: 0-based, just completed): True ends the task's epochs there
+        (MG-CLIP stops by a drift rule). Under several processes every rank must answer alike."""
+        return False
+
     def after_task(self, t: int, train_batches: Batches) -> dict:
         return {}
 
@@ -197,3 +203,8 @@ class ContinualMethod:
     def load_state_dict(self, state: dict) -> None:
         self.task = int(state["task"])
         self.prototypes.load_state_dict(state["prototypes"])
+
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the model's weights and the prototypes that predict needs: `segpcl export` writes them
+        to method.safetensors (the method's module docs say how predict uses them). None by default."""
+        return {}

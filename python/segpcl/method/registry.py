@@ -6,9 +6,13 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import ContinualMethod
 from .learner import METHODS, Learner
+from .peers.mgclip import MGCLIP
+from .peers.rapf import RAPF
 
 PEERS: dict[str, type[ContinualMethod]] = {
     # the methods SeGP-CL is compared with, one module each under method/peers/
+    "rapf": RAPF,
+    "mgclip": MGCLIP,
 }
 _REGISTERED: dict[str, type[ContinualMethod]] = dict(PEERS)
 

@@ -65,7 +65,11 @@ class ClipModel(nn.Module):
         return (images01 - self.pixel_mean.to(images01.dtype)) / self.pixel_std.to(images01.dtype)
 
     def image_features(self, images01: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.base.encode_image(self._normalise(images01)).float(), dim=-1)
+        return F.normalize(self.image_embeddings(images01), dim=-1)
+
+    def image_embeddings(self, images01: torch.Tensor) -> torch.Tensor:
+        """The image embeddings before L2 normalisation (fp32): what RAPF adapts and keeps class statistics of."""
+        return self.base.encode_image(self._normalise(images01)).float()
 
     def image_features_and_raw(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f, v) from one forward: f = normalize(the tower's projection of v) as open_clip computes it, v the
@@ -85,4 +89,3 @@ class ClipModel(nn.Module):
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.base.encode_text(tokens).float(), dim=-1)
-

@@ -131,7 +131,7 @@ def load_clip(
         return pretrained_toy_clip().to(device)
 
     if is_tiny(arch):
-        clip, tokenizer, image_size = build_tiny(arch, tokenizer)
+        clip, tokenizer, image_size = build_tiny(arch, tokenizer, pretrained)
         mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     else:
         if arch not in open_clip.list_models():

@@ -63,9 +63,9 @@ def is_tiny(arch: str) -> bool:
     return arch in TINY_CONFIGS
 
 
-def build_tiny(arch: str, tokenizer: str | None = None) -> tuple[CLIP, object, int]:
-    """A randomly initialised tiny CLIP, its tokenizer (`tokenizer`: a folder, for a hub tokenizer) and its
-    image size."""
+def build_tiny(arch: str, tokenizer: str | None = None, pretrained: str | None = None) -> tuple[CLIP, object, int]:
+    """A randomly initialised tiny CLIP, its tokenizer and its image size (`tokenizer`, `pretrained`: where a hub
+    tokenizer's files are, see models/tokenizer.py)."""
     cfg = TINY_CONFIGS[arch]
     if "timm_model_name" in cfg["vision"]:
         from . import tiny_timm  # noqa: F401  (registers the reduced timm towers)
@@ -73,4 +73,4 @@ def build_tiny(arch: str, tokenizer: str | None = None) -> tuple[CLIP, object, i
     text = CLIPTextCfg(**{"vocab_size": 49408, **cfg["text"]})
     cls = CustomTextCLIP if cfg.get("custom_text") else CLIP
     model = cls(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text, init_logit_bias=cfg.get("init_logit_bias"))
-    return model, load_tokenizer(arch, cfg["text"], tokenizer), cfg["vision"]["image_size"]
+    return model, load_tokenizer(arch, cfg["text"], tokenizer, pretrained), cfg["vision"]["image_size"]
