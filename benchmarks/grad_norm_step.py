@@ -69,6 +69,7 @@ def main() -> None:
             start = time.perf_counter()
             loss, parts = method.training_loss(images, labels)
             norm = float(optimizer_step(loss, opt, params, cfg.train.grad_clip))
+            loss = loss.detach()
             shown = ", ".join(f"{k} {float(v):.4g}" for k, v in parts.items())
             print(
                 f"task {t + 1} step {step + 1}: pre-clip grad norm {norm:.4g} "

@@ -68,7 +68,7 @@ def test_bench_named_in_a_config_file_selects_its_preset(tmp_path):
         "method.fusion=probs method.beta=1.5",
         "method.tsgr_mode=star",
         "method.prototype_space=joint",
-        "train.optimizer=adam",
+        "train.optimizer=rmsprop",
         "method.tsgr_tau=0",
     ],
 )

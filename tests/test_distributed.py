@@ -133,6 +133,33 @@ def test_diagnose_under_two_processes(tmp_path):
         assert b["groups"][name]["visual"] == pytest.approx(g["visual"], abs=1e-6), name
 
 
+def test_mgclip_under_two_processes(tmp_path):
+    """MG-CLIP under torchrun: the drift rule, measured on the ranks' shards and gathered, stops the first task at
+    the epoch one process stops it (and goes back one epoch alike); the visual agent, trained on every rank's
+    features, is one process's."""
+    args = [*ARGS[:4], "3", *ARGS[5:], "--method", "mgclip", "--set", "method.mgclip_drift=0.006"]
+    one = _run([sys.executable, "-m", "segpcl", *args, "--out", str(tmp_path / "one")], _env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([*_torchrun(), *args, "--out", str(tmp_path / "two")], _env())
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert a["task_info"][0]["first_task_epochs"] == b["task_info"][0]["first_task_epochs"] == 1
+    assert len(a["task_info"][0]["nontarget_logit_drift"]) == 2  # it fired after the second epoch
+    assert b["task_info"][0]["nontarget_logit_drift"] == pytest.approx(
+        a["task_info"][0]["nontarget_logit_drift"], rel=1e-4
+    )
+    assert [i["steps"] for i in a["task_info"]] == [i["steps"] for i in b["task_info"]]
+    for row1, row2 in zip(a["accuracy_matrix"], b["accuracy_matrix"], strict=True):
+        assert np.allclose(row1, row2, atol=0.5)
+    from safetensors.torch import load_file
+
+    for t in range(2):
+        x, y = (
+            load_file(tmp_path / r / "checkpoints" / f"task_{t:02d}" / "method.safetensors") for r in ("one", "two")
+        )
+        assert torch.allclose(x["visual_agent"], y["visual_agent"], atol=1e-5)
+
+
 def test_split_dpgd_is_exact(tmp_path):
     """Seed scan and PGD split across 2 ranks, with the same teacher: the anchor set of one process, exactly."""
     out = tmp_path / "anchors.json"

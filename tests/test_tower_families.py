@@ -69,6 +69,7 @@ def test_paper_lora_trains_both_towers_as_the_table_predicts_and_raw_features(ar
             p.data.normal_(0, 0.05)  # B = 0 would hide a LoRA layer that is not on the forward path
     f, raw = model.image_features_and_raw(x)
     assert raw.shape == (3, raw_width) and model.raw_dim == raw_width
+    assert f.shape == (3, model.embed_dim) and model.embed_dim in (32, 64)  # the embed-space prototypes' width
     assert torch.allclose(f, model.image_features(x), atol=1e-5)  # the same forward, split at the raw feature
     text = model.text_features(model.tokenize(["a photo of a red circle.", "a blue star.", "a green ring."]))
     F.cross_entropy(model.logit_scale() * f @ text.T, torch.arange(3)).backward()

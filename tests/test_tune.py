@@ -56,7 +56,8 @@ def _tune(out, *extra):
 
 def test_grid_parsing():
     grid = parse_grid(["train.lr=0.01,1e-3", "data.task_sizes=[32,32],[16,48]", "method.name=lora,segpcl"])
-    assert grid == {"train.lr": [0.01, "1e-3"], "data.task_sizes": [[32, 32], [16, 48]], "method.name": ["lora", "segpcl"]}
+    assert grid["train.lr"] == [0.01, "1e-3"] and grid["method.name"] == ["lora", "segpcl"]
+    assert grid["data.task_sizes"] == [[32, 32], [16, 48]]
     assert len(combinations(grid)) == 8 and combinations(grid)[1] == {
         "train.lr": 0.01, "data.task_sizes": [32, 32], "method.name": "segpcl"}  # fmt: skip
     assert set_text("data.task_sizes", [32, 32]) == "data.task_sizes=[32,32]" and set_text("a.b", 0.5) == "a.b=0.5"
@@ -89,7 +90,8 @@ def test_tune_reuses_finished_runs_and_keeps_an_explicit_val_fraction(tmp_path, 
     args = ("--seeds", "0,1", "--set", "data.val_fraction=0.2", "--set", "data.seed=0")  # one data sample
     _, first = _tune(tmp_path / "t", *args, "--model", "tiny")
     assert first["val_fraction"] == 0.2 and first["seeds"] == [0, 1]
-    assert all(len(r["last"]) == 2 and r["last_mean"] == pytest.approx(np.mean(r["last"])) for r in first["combinations"])
+    for r in first["combinations"]:
+        assert len(r["last"]) == 2 and r["last_mean"] == pytest.approx(np.mean(r["last"]))
     import segpcl.analysis.ablation as ablation
 
     monkeypatch.setattr(ablation, "run_training", lambda *a, **k: pytest.fail("a finished run was trained again"))

@@ -126,6 +126,9 @@ class TrainSection:
     warmup_frac: float = 0.1
     """Fraction of a task's steps with linear warm-up before cosine decay (our reading: the paper states cosine
     decay and mentions no warm-up; the benchmark presets set 0)."""
+    warmup_steps: int = 0
+    """Linear warm-up over this many steps of each task instead of warmup_frac's share (0: warmup_frac decides);
+    a task shorter than that never leaves its warm-up (MoE-Adapters4CL's fixed 30 steps)."""
     schedule: str = "cosine"
     """The learning rate after warm-up: cosine (decay to 0 over the task's steps) or multistep (times `gamma` at
     each epoch in `milestones`, as torch's MultiStepLR stepped once per epoch: RAPF's)."""
@@ -249,6 +252,30 @@ class MethodSection:
     """mgclip: batch size of the visual agent's training."""
     mgclip_agent_weight: float = 0.8
     """mgclip: share of the visual agent's probabilities in the fused prediction (the rest: CLIP's)."""
+    zscl_label_smoothing: float = 0.2
+    """zscl: label smoothing of the cross-entropy over the current task's classes (ZSCL's `ls`)."""
+    zscl_weight: float = 5.0
+    """zscl: weight of each of the two distillation terms (image->text and text->image) on the reference set."""
+    zscl_temperature: float = 2.0
+    """zscl: temperature of the distillation from the initial CLIP (the loss is scaled by its square)."""
+    zscl_avg_every: int = 10
+    """zscl: add the weights to the task's running average after every this many optimiser steps, from the first
+    (ZSCL's `avg_freq`); the average becomes the model at the end of each task. 0: no averaging."""
+    zscl_ref_text: str | None = None
+    """zscl: a text file of reference sentences, one per line (ZSCL: the captions of its reference images).
+    None: on the toy benchmark's default reference set, the toy world's captions; required with method.reference."""
+    moe_experts: int = 2
+    """moe-adapters: bottleneck adapters (experts) per residual block of each tower."""
+    moe_top_k: int = 2
+    """moe-adapters: experts the router mixes for each sample (the k largest router logits)."""
+    moe_bottleneck: int = 64
+    """moe-adapters: width of each adapter's down-projection."""
+    moe_scale: float = 0.1
+    """moe-adapters: factor on every adapter's output."""
+    moe_dropout: float = 0.1
+    """moe-adapters: dropout on the adapters' bottleneck activations while training."""
+    moe_noisy_gating: bool = True
+    """moe-adapters: add the router's learned Gaussian noise to its logits while training (never in evaluation)."""
 
 
 @dataclass
@@ -339,6 +366,20 @@ def validate(cfg: RunConfig) -> None:
             and 0 <= cfg.method.mgclip_agent_weight <= 1,
             "method.mgclip_drift must be > 0 (or null), mgclip_agent_epochs >= 0, mgclip_agent_batch_size >= 1, "
             "mgclip_agent_lr > 0 and mgclip_agent_weight in [0, 1]",
+        ),
+        (
+            0 <= cfg.method.zscl_label_smoothing < 1
+            and cfg.method.zscl_weight >= 0
+            and cfg.method.zscl_temperature > 0
+            and cfg.method.zscl_avg_every >= 0,
+            "method.zscl_label_smoothing must be in [0, 1), zscl_weight >= 0, zscl_temperature > 0 and "
+            "zscl_avg_every >= 0 (0: no weight averaging)",
+        ),
+        (
+            1 <= cfg.method.moe_top_k <= cfg.method.moe_experts
+            and cfg.method.moe_bottleneck >= 1
+            and 0 <= cfg.method.moe_dropout < 1,
+            "method.moe_top_k must be in [1, moe_experts], moe_bottleneck >= 1 and moe_dropout in [0, 1)",
         ),
         (0 <= cfg.method.beta <= 1 or cfg.method.fusion == "logits", "method.beta must be in [0, 1] with fusion=probs"),
         (cfg.method.beta >= 0, "method.beta must be >= 0"),
@@ -587,6 +628,7 @@ def validate_ranges(cfg: RunConfig) -> None:
         (t.epochs >= 1, f"train.epochs (--epochs) must be >= 1, got {t.epochs}"),
         (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0: off)"),
         (0 <= t.warmup_frac <= 1, "train.warmup_frac must be in [0, 1]"),
+        (t.warmup_steps >= 0, "train.warmup_steps must be >= 0 (0: train.warmup_frac decides)"),
         (
             isinstance(t.milestones, list) and all(isinstance(m, int) and m >= 0 for m in t.milestones),
             f"train.milestones must be a list of epochs >= 0 (e.g. [4,10]), got {t.milestones!r}",

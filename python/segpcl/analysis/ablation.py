@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from .ablation_table import ablation_markdown, ablation_rows, ablation_svg
 
 
-def _finished(run_dir: Path) -> dict | None:
+def _finished(run_dir: Path, max_tasks: int | None = None) -> dict | None:
+    """The metrics of a run that completed its tasks (the first `max_tasks` with --max-tasks), else None."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -33,7 +34,8 @@ def _finished(run_dir: Path) -> dict | None:
         return None  # rewritten from the verified checkpoints when the run is resumed
     if not isinstance(metrics, dict) or not metrics.get("n_tasks"):
         return None
-    return metrics if metrics.get("tasks_completed") == metrics.get("n_tasks") else None
+    done = min(metrics["n_tasks"], max_tasks or metrics["n_tasks"])
+    return metrics if metrics.get("tasks_completed") == done else None
 
 
 def _not_seed(key: str) -> bool:
@@ -88,7 +90,7 @@ def plan_cells(configs: dict[tuple[str, int], RunConfig], out: Path, fresh: bool
 
 def run_cell(run_dir: Path, ours: bool, cfg: RunConfig, progress: bool) -> dict:
     """The metrics of one planned cell: read if finished, resumed if interrupted, else trained into run_dir."""
-    metrics = _finished(run_dir) if ours else None
+    metrics = _finished(run_dir, cfg.data.max_tasks) if ours else None
     if metrics is None:
         if ours:
             metrics = run_training(resume=run_dir, progress=progress).metrics

@@ -107,8 +107,8 @@ def _train_options(fn=None, *, seed: bool = True):
             default=None,
             show_default="0: train on all, evaluate on test; segpcl tune: 0.1",
             help="Hold out this share of each class's training images as a validation set and evaluate on it, "
-            "never on test (data.val_fraction). UCF101 with CoOp's json: its val list validates and train alone "
-            "trains (with 0 train + val train); the toy: 30 rendered images per class, all 80 train.",
+            "never on test (data.val_fraction). UCF101 with CoOp's json: its val list validates and its train list "
+            "trains (with 0, train + val both train); the toy: 30 rendered images per class, all 80 train.",
         ),
         click.option(
             "--log",

@@ -31,10 +31,12 @@ def lr_factor(
     milestones: list[int] | None = None,
     steps_per_epoch: int = 1,
     gamma: float = 0.1,
+    warmup_steps: int = 0,
 ):
-    """step -> learning-rate factor: linear warm-up over warmup_frac of the steps, then cosine decay to 0, or
-    with `milestones` (epochs) a step decay: gamma ** (milestones reached by the step's epoch)."""
-    warmup = max(1, int(total_steps * warmup_frac))
+    """step -> learning-rate factor: linear warm-up over warmup_frac of the steps (or over `warmup_steps` when
+    > 0), then cosine decay to 0, or with `milestones` (epochs) a step decay: gamma ** (milestones reached by the
+    step's epoch)."""
+    warmup = warmup_steps or max(1, int(total_steps * warmup_frac))
 
     def fn(step: int) -> float:
         if step < warmup:
@@ -115,7 +117,7 @@ def train_task(
     opt = make_optimizer(params, cfg)
     tr = cfg.train
     milestones = tr.milestones if tr.schedule == "multistep" else None
-    factor = lr_factor(tr.epochs * len(loader), tr.warmup_frac, milestones, len(loader), tr.gamma)
+    factor = lr_factor(tr.epochs * len(loader), tr.warmup_frac, milestones, len(loader), tr.gamma, tr.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     method.model.train()
     sums: dict[str, torch.Tensor] = {}

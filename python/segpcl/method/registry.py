@@ -7,12 +7,17 @@ from ..errors import ConfigError
 from .base import ContinualMethod
 from .learner import METHODS, Learner
 from .peers.mgclip import MGCLIP
+from .peers.moe_adapters import MoEAdapters
 from .peers.rapf import RAPF
+from .peers.zscl import ZSCL
 
 PEERS: dict[str, type[ContinualMethod]] = {
     # the methods SeGP-CL is compared with, one module each under method/peers/
     "rapf": RAPF,
     "mgclip": MGCLIP,
+    "zscl": ZSCL,
+    "zscl-lora": ZSCL,
+    "moe-adapters": MoEAdapters,
 }
 _REGISTERED: dict[str, type[ContinualMethod]] = dict(PEERS)
 

@@ -4,7 +4,8 @@ Why: peft adapts `nn.MultiheadAttention` as one unit (in_proj and out_proj toget
 its delta into the base weights on every forward, which drifts the base weights by float rounding and makes a
 resumed run differ from an uninterrupted one. With `in_proj` (q, k, v stacked, as in the MHA weight) and
 `out_proj` as ordinary Linear layers, peft wraps them like any Linear, targets each alone (the paper adapts
-the in-projection only) and never touches the base weights.
+the in-projection only) and never touches the base weights. A ResNet CLIP's attention pool gets the same
+treatment (`LinearAttentionPool2d`), so LoRA on its q/k/v projections acts at all.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ class ClipModel(nn.Module):
 
     @property
     def embed_dim(self) -> int:
+        """Width of the joint embedding: CLIP's text projection, or a CustomTextCLIP text tower's output."""
+        text = getattr(self.base, "text", None)  # CustomTextCLIP (SigLIP, EVA02, PE-Core, MobileCLIP)
+        if text is not None:
+            return int(text.output_dim)
         return int(self.base.text_projection.shape[1]) if hasattr(self.base, "text_projection") else 0
 
     def logit_scale(self) -> torch.Tensor:

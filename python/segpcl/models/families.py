@@ -1,12 +1,13 @@
-"""The tower families segpcl trains: one row per family (FAMILIES), read by LoRA placement (models/lora.py),
-the raw visual feature (models/clip.py) and the README's table.
+"""The tower families segpcl trains: one row per family (FAMILIES), read by LoRA placement (models/lora.py)
+and the raw visual feature (models/clip.py); benchmarks/lora_counts.py counts the README's table from it.
 
 Each row says how to recognise the tower, where the paper's LoRA goes in it, and what its "raw" visual feature
 is. LoRA targets are written in open_clip's own block vocabulary (`attn.in_proj` = q/k/v, `attn.out_proj`,
 `mlp.c_fc` = the first MLP layer, `mlp.c_proj`); `roles` translates them into each family's module names inside
 a block. A block gets LoRA only if it has attention (a q/k/v module): MobileCLIP's FastViT keeps its
 convolutional RepMixer blocks frozen, as the paper adapts transformer blocks. A tower no row recognises, or a
-target a block lacks, is a ConfigError naming the modules found: never a LoRA on fewer layers than asked.
+target a block lacks, is a ConfigError naming the modules found: never a LoRA on fewer layers than asked (a
+family without such a layer at all, the MLP of a ResNet's attention pool, says so in its row with `()`).
 
 Logits. Every family classifies by softmax over the classes of s * cos(f, T_c). A sigmoid-trained model
 (SigLIP, SigLIP2: `logit_bias` is set) was trained on s * cos + b; b is the same for every class, so the
@@ -21,7 +22,7 @@ import contextlib
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -48,8 +49,8 @@ class Family:
     raw: str = ""
     """What the raw visual feature is (visual rows)."""
     raw_kind: str = ""
-    """How it is computed: vit_proj, timm or resnet_pool (see raw_features)."""
-    notes: str = field(default="", compare=False)
+    """How it is computed: vit_proj, timm or resnet_pool (see raw_and_embedding)."""
+    notes: str = ""
 
 
 def _is(module_path: str, cls: str) -> Callable[[nn.Module], bool]:
@@ -76,43 +77,85 @@ _TIMM_RAW = "the trunk's pre-logits (pooled, after fc_norm), before the trunk's 
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        "open_clip ViT", "ViT-B-16, ViT-L-14(-quickgelu), ViT-H-14, ViT-bigG-14, CLIPA, worldwide", "visual",
-        _is("open_clip.transformer", "VisionTransformer"), r"transformer\.resblocks\.\d+", None,
-        "the pooled token after ln_post, before `proj`", "vit_proj",
+        name="open_clip ViT",
+        examples="ViT-B-16, ViT-L-14(-quickgelu), ViT-H-14, ViT-bigG-14, CLIPA, worldwide",
+        tower="visual",
+        recognise=_is("open_clip.transformer", "VisionTransformer"),
+        blocks=r"transformer\.resblocks\.\d+",
+        roles=None,
+        raw="the pooled token after ln_post, before `proj`",
+        raw_kind="vit_proj",
     ),
     Family(
-        "timm ViT", "ViT-B-16-SigLIP, ViT-B-16-SigLIP2, ViT-SO400M-14-SigLIP, MobileCLIP-B, MobileCLIP2-L-14", "visual",
-        _timm("timm.models.vision_transformer", "VisionTransformer"), r"trunk\.blocks\.\d+",
-        {"attn.in_proj": ("attn.qkv",), "attn.out_proj": ("attn.proj",),
-         "mlp.c_fc": ("mlp.fc1", "mlp.w0", "mlp.w1"), "mlp.c_proj": ("mlp.fc2", "mlp.w2")},
-        _TIMM_RAW + " (SigLIP: the MAP-pooled embedding; it has no projection)", "timm",
-    ),  # fmt: skip
+        name="timm ViT",
+        examples="ViT-B-16-SigLIP, ViT-B-16-SigLIP2, ViT-SO400M-14-SigLIP, MobileCLIP-B, MobileCLIP2-L-14",
+        tower="visual",
+        recognise=_timm("timm.models.vision_transformer", "VisionTransformer"),
+        blocks=r"trunk\.blocks\.\d+",
+        roles={
+            "attn.in_proj": ("attn.qkv",),
+            "attn.out_proj": ("attn.proj",),
+            "mlp.c_fc": ("mlp.fc1", "mlp.w0", "mlp.w1"),  # w0, w1: ViTamin's GeGLU
+            "mlp.c_proj": ("mlp.fc2", "mlp.w2"),
+        },
+        raw=_TIMM_RAW + " (SigLIP: the MAP-pooled embedding; it has no projection)",
+        raw_kind="timm",
+    ),
     Family(
-        "timm EVA", "EVA02-B-16, EVA02-L-14, EVA01-g-14, PE-Core-B-16, PE-Core-L-14-336", "visual",
-        _timm("timm.models.eva", "Eva"), r"trunk\.blocks\.\d+",
-        {"attn.in_proj": ("attn.qkv", "attn.q_proj", "attn.k_proj", "attn.v_proj"), "attn.out_proj": ("attn.proj",),
-         "mlp.c_fc": ("mlp.fc1", "mlp.fc1_g", "mlp.fc1_x"), "mlp.c_proj": ("mlp.fc2",)},
-        _TIMM_RAW + " (PE-Core: after its attention pool)", "timm",
-        "EVA02: separate q/k/v and a SwiGLU MLP (both fc1_g and fc1_x are its first layer); PE-Core: fused qkv",
-    ),  # fmt: skip
+        name="timm EVA",
+        examples="EVA02-B-16, EVA02-L-14, EVA01-g-14, PE-Core-B-16, PE-Core-L-14-336",
+        tower="visual",
+        recognise=_timm("timm.models.eva", "Eva"),
+        blocks=r"trunk\.blocks\.\d+",
+        roles={
+            "attn.in_proj": ("attn.qkv", "attn.q_proj", "attn.k_proj", "attn.v_proj"),
+            "attn.out_proj": ("attn.proj",),
+            "mlp.c_fc": ("mlp.fc1", "mlp.fc1_g", "mlp.fc1_x"),
+            "mlp.c_proj": ("mlp.fc2",),
+        },
+        raw=_TIMM_RAW + " (PE-Core: after its attention pool)",
+        raw_kind="timm",
+        notes="EVA02: separate q/k/v and a SwiGLU MLP (fc1_g and fc1_x are both its first layer); PE-Core: fused qkv",
+    ),
     Family(
-        "MobileCLIP FastViT", "MobileCLIP-S1, MobileCLIP-S2, MobileCLIP2-S0, MobileCLIP2-S3, MobileCLIP2-S4",
-        "visual", _timm("timm.models.fastvit", "FastVit"), r"trunk\.stages\.\d+\.blocks\.\d+",
-        {"attn.in_proj": ("token_mixer.qkv",), "attn.out_proj": ("token_mixer.proj",),
-         "mlp.c_fc": ("mlp.fc1",), "mlp.c_proj": ("mlp.fc2",)},
-        "the globally pooled output of final_conv, before the head's fc", "timm",
-        "LoRA in the attention stages only (RepMixer blocks have no q/k/v); fc1 is a 1x1 convolution",
-    ),  # fmt: skip
+        name="MobileCLIP FastViT",
+        examples="MobileCLIP-S1, MobileCLIP-S2, MobileCLIP2-S0, MobileCLIP2-S3, MobileCLIP2-S4",
+        tower="visual",
+        recognise=_timm("timm.models.fastvit", "FastVit"),
+        blocks=r"trunk\.stages\.\d+\.blocks\.\d+",
+        roles={
+            "attn.in_proj": ("token_mixer.qkv",),
+            "attn.out_proj": ("token_mixer.proj",),
+            "mlp.c_fc": ("mlp.fc1",),
+            "mlp.c_proj": ("mlp.fc2",),
+        },
+        raw="the globally pooled output of final_conv, before the head's fc",
+        raw_kind="timm",
+        notes="LoRA in the attention stages only (RepMixer blocks have no q/k/v); fc1 is a 1x1 convolution",
+    ),
     Family(
-        "ResNet CLIP", "RN50, RN101, RN50x4, RN50x16, RN50x64", "visual",
-        _is("open_clip.modified_resnet", "ModifiedResNet"), r"attnpool",
-        {"attn.in_proj": ("q_proj", "k_proj", "v_proj"), "attn.out_proj": ("c_proj",), "mlp.c_fc": (), "mlp.c_proj": ()},
-        "the attention pool's output before c_proj (its projection)", "resnet_pool",
-        "the only attention is the final attention pool (no MLP): LoRA on its q/k/v; the convolutions stay frozen",
-    ),  # fmt: skip
+        name="ResNet CLIP",
+        examples="RN50, RN101, RN50x4, RN50x16, RN50x64",
+        tower="visual",
+        recognise=_is("open_clip.modified_resnet", "ModifiedResNet"),
+        blocks=r"attnpool",
+        roles={
+            "attn.in_proj": ("q_proj", "k_proj", "v_proj"),
+            "attn.out_proj": ("c_proj",),
+            "mlp.c_fc": (),
+            "mlp.c_proj": (),
+        },
+        raw="the attention pool's output before c_proj (its projection)",
+        raw_kind="resnet_pool",
+        notes="its only attention is the final attention pool (no MLP): LoRA on its q/k/v; convolutions stay frozen",
+    ),
     Family(
-        "open_clip text transformer", "every model above", "text",
-        _is("open_clip.transformer", "Transformer"), r"resblocks\.\d+", None,
+        name="open_clip text transformer",
+        examples="every model above",
+        tower="text",
+        recognise=_is("open_clip.transformer", "Transformer"),
+        blocks=r"resblocks\.\d+",
+        roles=None,
     ),
 )
 

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from .clip import ClipModel
 from .families import lora_plan
 
+
 def lora_target_regex(model: ClipModel, towers: list[str], targets: list[str]) -> str:
     """A regex matching exactly the modules that get LoRA in the chosen towers (placed per tower family,
     families.py); a tower that would get none is a ConfigError."""

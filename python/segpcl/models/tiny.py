@@ -29,8 +29,14 @@ TINY_CONFIGS: dict[str, dict] = {
         init_logit_bias=-10.0,
         vision=dict(timm_model_name="segpcl_tiny_siglip_vit", timm_pool="map", timm_proj="none", image_size=32),
         text=dict(
-            _TEXT, vocab_size=32000, hf_tokenizer_name="timm/ViT-B-16-SigLIP", tokenizer_kwargs={"clean": "canonicalize"},
-            no_causal_mask=True, proj_bias=True, pool_type="last", norm_kwargs={"eps": 1e-6},
+            _TEXT,
+            vocab_size=32000,
+            hf_tokenizer_name="timm/ViT-B-16-SigLIP",
+            tokenizer_kwargs={"clean": "canonicalize"},
+            no_causal_mask=True,
+            proj_bias=True,
+            pool_type="last",
+            norm_kwargs={"eps": 1e-6},
         ),
     ),  # fmt: skip
     "tiny-eva02": dict(  # EVA02-B-16
@@ -72,5 +78,7 @@ def build_tiny(arch: str, tokenizer: str | None = None, pretrained: str | None =
     vision = CLIPVisionCfg(**cfg["vision"])
     text = CLIPTextCfg(**{"vocab_size": 49408, **cfg["text"]})
     cls = CustomTextCLIP if cfg.get("custom_text") else CLIP
-    model = cls(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text, init_logit_bias=cfg.get("init_logit_bias"))
+    model = cls(
+        embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text, init_logit_bias=cfg.get("init_logit_bias")
+    )
     return model, load_tokenizer(arch, cfg["text"], tokenizer, pretrained), cfg["vision"]["image_size"]

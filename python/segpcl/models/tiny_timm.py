@@ -21,7 +21,9 @@ def segpcl_tiny_siglip_vit(pretrained: bool = False, **kwargs):
 @register_model
 def segpcl_tiny_eva02(pretrained: bool = False, **kwargs):
     """eva02_base_patch16_clip_224 (separate q/k/v, SwiGLU MLP, rotary embeddings), reduced."""
-    return timm.create_model("eva02_base_patch16_clip_224", pretrained=False, ref_feat_shape=(4, 4), **{**_SMALL, **kwargs})
+    return timm.create_model(
+        "eva02_base_patch16_clip_224", pretrained=False, ref_feat_shape=(4, 4), **{**_SMALL, **kwargs}
+    )
 
 
 @register_model

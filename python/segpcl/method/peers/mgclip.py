@@ -18,7 +18,7 @@ continual_clip/models.py, loraclip/, configs/class/*.yaml).
   configs: 1 on CIFAR-100, 2 on ImageNet-R and ImageNet-100). Here one run does both: the first task trains
   until the rule fires (`should_stop`), goes back to the weights after the epochs it keeps, and every later
   task stops after as many (method.mgclip_drift: the threshold; null: train.epochs everywhere, main.py with a
-  fixed `epochs`). The rule divides by m_pre as the code does: a pretrained mean at or below 0 never fires.
+  fixed `epochs`).
 - Visual agent: after each task's epochs, a bias-free cosine classifier on the adapted model's normalised image
   features (frozen; rows and features normalised, no scale): the task's new rows start at its class means and
   train with cross-entropy over the task's columns only (the old rows keep their values), Adam with a cosine
@@ -31,7 +31,11 @@ continual_clip/models.py, loraclip/, configs/class/*.yaml).
 Where this differs from the code, and why:
 - The learning rate: MG-CLIP steps a cosine over the task's epochs once per epoch (floor 1 %; epoch.py's over
   10). The engine's cosine spans train.epochs (10, epoch.py's) per step and is not told where the rule stops, so
-  a later task of E epochs runs the first E of 10 (E = 2: its second epoch near 0.9 lr, MG-CLIP's at 0.5).
+  a later task of E epochs runs the first E of 10 (E = 2: its second epoch at 0.98-0.9 lr, MG-CLIP's at
+  0.5).
+- The rule divides by |m_pre|, epoch.py by m_pre: the same where m_pre > 0 (OpenAI CLIP: image-text cosines
+  well above 0), but a model whose mean is negative (the toy CLIP's: -0.2) would never stop by the code's;
+  "drifts more than 10 %" (the issue) is this rule on either sign.
 - The mean non-target logit is the mean over images (epoch.py: the mean of a shuffled loader's batch means;
   equal up to the weight of the last batch). epoch.py reloads the pretrained weights to measure the reference;
   at the first task LoRA's B is zero, so the model is the pretrained one.
@@ -84,8 +88,8 @@ def nontarget_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def logit_drift(pretrained: float, now: float) -> float:
-    """epoch.py's relative change of the mean non-target logit: |pretrained - now| / pretrained."""
-    return abs(pretrained - now) / pretrained
+    """The relative change of the mean non-target logit: |pretrained - now| / |pretrained|."""
+    return abs(pretrained - now) / max(abs(pretrained), 1e-12)
 
 
 def class_means(feats: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
