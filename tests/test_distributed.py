@@ -218,6 +218,47 @@ def test_rapf_two_processes_match_one(tmp_path):
         assert torch.allclose(p[key], q[key], atol=1e-4), key
 
 
+def test_moe_adapters_two_processes_match_one(tmp_path):
+    """MoE-Adapters under torchrun: the experts' gradients averaged over the ranks are one process's, so without
+    the per-sample random draws (router noise, dropout: each rank draws its own) the experts match."""
+    from safetensors.torch import load_file
+
+    args = [*ARGS, "--method", "moe-adapters", "--set", "method.moe_noisy_gating=false"]
+    args += ["--set", "method.moe_dropout=0", "--set", "train.warmup_steps=1", "--set", "data.templates=null"]
+    one = _run([sys.executable, "-m", "segpcl", *args, "--out", str(tmp_path / "one")], _env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([*_torchrun(), *args, "--out", str(tmp_path / "two")], _env())
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert [i["steps"] for i in a["task_info"]] == [i["steps"] for i in b["task_info"]]
+    assert abs(a["task_info"][0]["mean_ce"] - b["task_info"][0]["mean_ce"]) < 1e-4
+    for row1, row2 in zip(a["accuracy_matrix"], b["accuracy_matrix"], strict=True):
+        assert np.allclose(row1, row2, atol=0.5)
+    p = load_file(tmp_path / "one" / "checkpoints" / "task_01" / "method.safetensors")
+    q = load_file(tmp_path / "two" / "checkpoints" / "task_01" / "method.safetensors")
+    assert float(p["visual.0.up_weight"].abs().sum()) > 0
+    for key in p:
+        assert torch.allclose(p[key], q[key], atol=1e-5), key
+
+
+def test_zscl_under_two_processes(tmp_path):
+    """ZSCL under torchrun: the ranks share one global reference batch, so the CE and the image->text term are one
+    process's (the text->image term runs over each rank's share of the images: method/peers/zscl.py), and every
+    rank averages the weights at the same steps."""
+    args = [*ARGS, "--method", "zscl", "--set", "train.lr=1e-3"]
+    one = _run([sys.executable, "-m", "segpcl", *args, "--out", str(tmp_path / "one")], _env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([*_torchrun(), *args, "--out", str(tmp_path / "two")], _env())
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert a["tasks_completed"] == b["tasks_completed"] == 2
+    for x, y in zip(a["task_info"], b["task_info"], strict=True):
+        assert x["steps"] == y["steps"] >= 2 and x["averaged_models"] == y["averaged_models"] == 2
+        assert y["mean_zscl_text"] > 0 and np.isfinite(y["mean_zscl_text"])
+    for key in ("mean_ce", "mean_zscl_image"):  # the first step exactly; the second after slightly other weights
+        assert b["task_info"][0][key] == pytest.approx(a["task_info"][0][key], rel=1e-3), key
+
+
 def test_killed_rank_stops_the_run(tmp_path):
     out = tmp_path / "killed"
     args = [a if a != "data.max_train_per_class=2" else "data.max_train_per_class=8" for a in ARGS]

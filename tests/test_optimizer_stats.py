@@ -30,15 +30,17 @@ def test_divergence_warning_names_the_settings():
     cfg = RunConfig()
     cfg.train.lr, cfg.train.grad_clip = 0.5, 1.0
     rising = [1.0] * 10 + [5.0] * 80 + [20.0] * 10
-    msg = divergence_warning(rising, 0.5, cfg, 2)
+    msg = divergence_warning(rising, 0.5, 0.8, cfg, 2)
     assert msg.startswith("task 3 may have diverged") and "from 1 " in msg and "to 20 " in msg
     assert "train.lr (now 0.5)" in msg and "train.grad_clip (now 1)" in msg and "--set train.lr=0.05" in msg
-    assert divergence_warning([4.0, 3.0, 2.0, 9.0], 0.9, cfg, 0) is None  # rose, but not 10x
-    assert divergence_warning([3.0] * 12, 0.9, cfg, 0) is None
-    assert "at every one of its 12 steps" in divergence_warning([3.0] * 12, 1.0, cfg, 0)
-    assert divergence_warning([3.0] * 9, 1.0, cfg, 0) is None  # too few steps to say
+    assert divergence_warning([4.0, 3.0, 2.0, 9.0], 0.9, 0.8, cfg, 0) is None  # rose, but not 10x
+    assert divergence_warning([3.0] * 12, 0.9, 50.0, cfg, 0) is None  # not every step clipped
+    msg = divergence_warning([3.0] * 12, 1.0, 50.0, cfg, 0)
+    assert "at every one of its 12 steps (mean 50 before clipping)" in msg
+    assert divergence_warning([3.0] * 12, 1.0, 2.2, cfg, 0) is None  # every step, by 2.2x: the toy's late tasks
+    assert divergence_warning([3.0] * 9, 1.0, 50.0, cfg, 0) is None  # too few steps to say
     cfg.train.grad_clip = 0.0
-    assert divergence_warning([3.0] * 12, 1.0, cfg, 0) is None  # clipping off
+    assert divergence_warning([3.0] * 12, 1.0, 50.0, cfg, 0) is None  # clipping off
 
 
 def _tiny(lr: float):

@@ -92,6 +92,13 @@ def test_router_is_noisy_top_k_in_training_and_clean_in_evaluation():
     # the class-incremental configuration: 2 experts, top 2, zero-initialised router: an even mixture
     even = noisy_top_k_gates(torch.tensor(x0), torch.zeros(6, 2, dtype=torch.float64), t[2][:, :2], 2, False)
     assert torch.equal(even, torch.full((5, 2), 0.5, dtype=torch.float64))
+    # under bf16 autocast the router stays in fp32 (as the code's), and the block's mixture takes bf16 input
+    x16, w16 = t[0].bfloat16(), t[1].float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gates16 = noisy_top_k_gates(x16, w16, t[2].float(), k=2, noisy=False)
+        y = BlockExperts(6, MethodSection(), True, torch.Generator())(torch.randn(5, 3, 6).bfloat16(), True)
+    assert gates16.dtype == torch.float32 and torch.equal(gates16, noisy_top_k_gates(x16.float(), w16, w16, 2, False))
+    assert y.shape == (5, 3, 6) and torch.isfinite(y.float()).all()
 
 
 def test_mixture_is_the_gated_sum_of_the_adapters():
@@ -201,7 +208,7 @@ def test_loss_is_cross_entropy_over_the_current_task_only():
         text = method.class_text(model, 48)[32:]
         logits = model.logit_scale() * model.image_features(images) @ text.T
         want = F.cross_entropy(logits, labels - 32)
-    assert float(loss) == pytest.approx(float(want), rel=1e-5) and torch.equal(parts["ce"], loss.detach())
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5) and torch.equal(parts["ce"], loss.detach())
     loss.backward()
     grads = {n: p.grad for n, p in method.experts.named_parameters()}
     assert all(g is not None for n, g in grads.items() if not n.endswith("noise"))  # noise: training only

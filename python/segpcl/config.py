@@ -224,8 +224,8 @@ class MethodSection:
     ce_classes: str = "seen"
     """Classes of the training cross-entropy: seen (all classes so far) or task (the current task's only)."""
     reference: str | None = None
-    """lora+distill-ref: a folder of reference images (ZSCL-style); on the toy benchmark None = 256 images of
-    the toy world's pretraining domain."""
+    """lora+distill-ref, zscl, zscl-lora: a folder of reference images (ZSCL-style); on the toy benchmark None =
+    256 images of the toy world's pretraining domain."""
     rapf_beta: float = 2.0
     """rapf: pseudo-features per step: int(10 beta) per sampled old class, int(20 beta) per hard pair (RAPF's
     `beta`)."""

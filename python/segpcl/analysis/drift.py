@@ -385,11 +385,46 @@ def begin_diagnosis(learner, train_batches, device: torch.device) -> tuple:
     the same as without the diagnostic."""
     from ..models.lora import frozen_teacher
 
-    teacher = learner.teacher if learner.teacher is not None else frozen_teacher(learner.model)
-    if learner.anchors is not None:
+    own = getattr(learner, "teacher", None)
+    teacher = own if own is not None else frozen_teacher(learner.model)
+    if getattr(learner, "anchors", None) is not None:
         return teacher, None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return teacher, learner.probe_anchors(teacher, train_batches)
+        if hasattr(learner, "probe_anchors"):
+            return teacher, learner.probe_anchors(teacher, train_batches)
+        return teacher, _text_probe_anchors(learner, teacher, train_batches)
+
+
+def _text_probe_anchors(method, teacher, train_batches):
+    """Probe anchors for a method that is not one of SeGP-CL's rows (a peer): DPGD with the run's method
+    settings toward the old classes' text only (a peer keeps no raw-space prototypes to aim at)."""
+    from ..method.anchors import build_anchors
+
+    cfg = method.cfg
+    with torch.no_grad():
+        text = method.class_text(teacher, method.n_seen())
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = teacher.image_features(x)
+        return f, f
+
+    return build_anchors(
+        encode,
+        (images for images, _ in train_batches),
+        text,
+        method.n_old(),
+        None,
+        float(teacher.logit_scale()),
+        k_seed=cfg.k_seed,
+        steps=cfg.pgd_steps,
+        eps=cfg.pgd_eps,
+        gamma=cfg.pgd_gamma,
+        lambda_p=0.0,
+        per_class=cfg.seed_mode == "per_class",
+        pgd_classes=cfg.pgd_classes,
+        autocast=method.autocast,
+        comm=method.comm,
+    )
 
 
 def images_at(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], positions: torch.Tensor) -> torch.Tensor | None:
@@ -425,7 +460,8 @@ def diagnose_task(
     new_ds = stream.train_set(t)
     rng = np.random.RandomState(BOOT_SEED + 7919 * (t + 1))
     pick = np.sort(rng.permutation(len(new_ds))[:N_NEW])
-    source = learner.anchors if learner.anchors is not None else probe
+    own = getattr(learner, "anchors", None)
+    source = own if own is not None else probe
     anchors = source.images if source is not None else None
     seeds = None  # the anchors' images before PGD: the new-task images they started from (not for `ref`)
     if source is not None and (probe is not None or learner.switches.source in ("anchors", "seeds")):
@@ -443,7 +479,7 @@ def diagnose_task(
         sharing=toy_sharing(stream, t),
         autocast=learner.autocast,
     )
-    kind = "method" if learner.anchors is not None else "probe" if probe is not None else None
+    kind = "method" if own is not None else "probe" if probe is not None else None
     return {"task": t + 1, **entry, "anchors_source": kind, "max_per_class": max_per_class}
 
 

@@ -20,7 +20,8 @@ from .loaders import readable
 log = logging.getLogger("segpcl")
 
 DIVERGENCE_RATIO = 10.0
-"""A task diverged when the mean loss of its last 10 % of steps exceeds this multiple of its first 10 %'s."""
+"""A task looks divergent when the mean loss of its last 10 % of steps exceeds this multiple of its first 10 %'s,
+or when every step was clipped with a mean pre-clip gradient norm of this multiple of train.grad_clip or more."""
 MIN_STEPS_ALL_CLIPPED = 10
 """Clipping at every step is reported for tasks of at least this many steps (fewer say little)."""
 
@@ -73,19 +74,29 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list,
     return norm
 
 
-def divergence_warning(losses: list[float], clipped_share: float, cfg: RunConfig, t: int) -> str | None:
+def divergence_warning(
+    losses: list[float], clipped_share: float, mean_norm: float, cfg: RunConfig, t: int
+) -> str | None:
     """One line naming the settings to check when task t's training looks divergent, else None: the mean loss
-    of its last 10 % of steps above DIVERGENCE_RATIO times that of its first 10 %, or the gradient norm above
-    train.grad_clip at every step of the task (clipping then sets every step's size, which hides a learning
-    rate far too large: train.lr=1e9 still trains, to garbage)."""
+    of its last 10 % of steps above DIVERGENCE_RATIO times that of its first 10 %, or every step of the task
+    clipped with a mean pre-clip norm of DIVERGENCE_RATIO x train.grad_clip or more (clipping then hides a
+    learning rate far too large: train.lr=1e9 still trains, to garbage, with a loss that barely moves).
+
+    Clipping at every step by a small factor is not enough: the toy preset clips every step of its later tasks
+    at about 2x train.grad_clip while training well (README, "The toy benchmark"); there the clip sets the step
+    size, which `clipped_share` and `mean_grad_norm` in metrics.json show."""
     n, tr = len(losses), cfg.train
     window = max(1, n // 10)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     why = []
     if n >= 2 and last > DIVERGENCE_RATIO * first:
         why.append(f"its loss rose from {first:.3g} (first 10% of steps) to {last:.3g} (last 10%)")
-    if tr.grad_clip > 0 and n >= MIN_STEPS_ALL_CLIPPED and clipped_share >= 1.0:
-        why.append(f"the gradient norm exceeded train.grad_clip={tr.grad_clip:g} at every one of its {n} steps")
+    clip_hides = mean_norm >= DIVERGENCE_RATIO * tr.grad_clip
+    if tr.grad_clip > 0 and n >= MIN_STEPS_ALL_CLIPPED and clipped_share >= 1.0 and clip_hides:
+        why.append(
+            f"the gradient norm exceeded train.grad_clip={tr.grad_clip:g} at every one of its {n} steps "
+            f"(mean {mean_norm:.3g} before clipping)"
+        )
     if not why:
         return None
     return (
@@ -163,7 +174,7 @@ def train_task(
         "mean_grad_norm": norm_sum / max(steps, 1),
         "clipped_share": clipped / max(steps, 1),
     }
-    warning = divergence_warning(losses, info["clipped_share"], cfg, t)
+    warning = divergence_warning(losses, info["clipped_share"], info["mean_grad_norm"], cfg, t)
     if warning is not None:
         info["warning"] = warning
         if distributed.rank() == 0:

@@ -65,12 +65,14 @@ def noisy_top_k_gates(
 ) -> torch.Tensor:
     """Gates [N, E] of tokens x0 [N, d]: softmax over the k largest of x0 W_g (+ N(0, 1) (softplus(x0 W_n) +
     0.01) when `noisy`, from torch's global generator), 0 for the other experts."""
-    logits = x0 @ w_gate.to(x0.dtype)
-    if noisy:
-        std = F.softplus(x0 @ w_noise.to(x0.dtype)) + NOISE_EPSILON
-        logits = logits + torch.randn_like(logits) * std
-    top, idx = logits.topk(k, dim=1)
-    return torch.zeros_like(logits).scatter(1, idx, F.softmax(top, dim=1))
+    x0 = x0.to(torch.promote_types(x0.dtype, torch.float32))
+    with torch.autocast(x0.device.type, enabled=False):  # in fp32 at least, as the code's: bf16 would tie logits
+        logits = x0 @ w_gate.to(x0.dtype)
+        if noisy:
+            std = F.softplus(x0 @ w_noise.to(x0.dtype)) + NOISE_EPSILON
+            logits = logits + torch.randn_like(logits) * std
+        top, idx = logits.topk(k, dim=1)
+        return torch.zeros_like(logits).scatter(1, idx, F.softmax(top, dim=1))
 
 
 def mix_experts(x: torch.Tensor, gates: torch.Tensor, experts: BlockExperts, dropout: float) -> torch.Tensor:
@@ -99,7 +101,12 @@ class BlockExperts(nn.Module):
         self.up_bias = nn.Parameter(torch.zeros(e, width))
         self.router = nn.Parameter(torch.zeros(width, e))
         self.noise = nn.Parameter(torch.zeros(width, e))
-        self.top_k, self.scale, self.dropout, self.noisy = cfg.moe_top_k, cfg.moe_scale, cfg.moe_dropout, cfg.moe_noisy_gating
+        self.top_k, self.scale, self.dropout, self.noisy = (
+            cfg.moe_top_k,
+            cfg.moe_scale,
+            cfg.moe_dropout,
+            cfg.moe_noisy_gating,
+        )
         self.batch_first = batch_first
         self._x: torch.Tensor | None = None
 

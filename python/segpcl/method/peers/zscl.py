@@ -16,8 +16,9 @@ models.py ClassIncremental.train, cil/continual_clip/utils.py, cil/configs/class
   1, 1 + k, 1 + 2k, ... (k = `zscl_avg_every`) the weights join it (average <- (n average + w) / (n + 1), n the
   models in it); after the task's last step the average becomes the model (0: no averaging).
 - Inference: CLIP's own with the model's weights: softmax of s cos(f, T) over the seen classes.
-- Checkpoints: `zscl` keeps every trained weight of the model in method.safetensors (about 600 MB per task for
-  ViT-B/16's 150M parameters in fp32; a few MB for the toy CLIP); `zscl-lora` keeps the LoRA adapter only.
+- Checkpoints: `zscl` keeps every trained weight of the model in method.safetensors, in every task's checkpoint:
+  598 MB a task for ViT-B/16 (149.6M parameters in fp32), 16 MB for the toy CLIP; `segpcl export` writes them
+  as model.safetensors. `zscl-lora` keeps the LoRA adapter only.
 
 Where this differs from the code, and why:
 - The two terms are the code's soft-target cross-entropy (utils.py `distillation`), which the issue calls a KL:
