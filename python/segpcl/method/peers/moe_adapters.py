@@ -101,12 +101,8 @@ class BlockExperts(nn.Module):
         self.up_bias = nn.Parameter(torch.zeros(e, width))
         self.router = nn.Parameter(torch.zeros(width, e))
         self.noise = nn.Parameter(torch.zeros(width, e))
-        self.top_k, self.scale, self.dropout, self.noisy = (
-            cfg.moe_top_k,
-            cfg.moe_scale,
-            cfg.moe_dropout,
-            cfg.moe_noisy_gating,
-        )
+        self.top_k, self.scale = cfg.moe_top_k, cfg.moe_scale
+        self.dropout, self.noisy = cfg.moe_dropout, cfg.moe_noisy_gating
         self.batch_first = batch_first
         self._x: torch.Tensor | None = None
 
