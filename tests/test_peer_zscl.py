@@ -100,16 +100,21 @@ def _batches(stream, t: int, n: int = 16):
 
 def test_a_step_is_ce_plus_both_terms_from_the_initial_model():
     cfg = _cfg(zscl_weight=3.0)
-    method, stream, refs = _method(cfg)
+    first, stream, refs = _method(cfg)
     batches = _batches(stream, 0)
-    method.before_task(0, batches)
-    opt = torch.optim.SGD(method.trainable_parameters(), lr=0.05)
+    first.before_task(0, batches)
+    opt = torch.optim.SGD(first.trainable_parameters(), lr=0.05)
     for images, labels in batches[:2]:  # move the model away from the initial one
-        loss, _ = method.training_loss(images, labels)
+        loss, _ = first.training_loss(images, labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    method.task = 1  # the second task's classes: 32..47
+    first.after_task(0, batches)
+    method, _, _ = _method(cfg)  # as a resumed run: built afresh, then the checkpoint of task 1 loaded
+    method.load_state_dict(first.state_dict())
+    pairs = list(zip(method.model.clip.parameters(), first.model.clip.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    method.before_task(1, _batches(stream, 1))  # the second task's classes: 32..47
     pick = torch.tensor([5, 200, 17, 0, 99, 31, 64, 128, 7, 3, 250, 12, 44, 90, 160, 2])
     method._reference_batch = lambda n: pick[:n]
     images, labels = _batches(stream, 1)[0]
