@@ -78,3 +78,10 @@ def test_a_method_without_training_loss_says_so(tmp_path):
     register_method("no-loss")(type("NoLoss", (ContinualMethod,), {}))
     with pytest.raises(NotImplementedError, match="defines no training_loss"):
         run_training(_reduced("no-loss"), out_dir=tmp_path / "run", progress=False)
+
+
+def test_peer_names_listed_for_the_cli_are_the_registered_peers():
+    from segpcl.method.registry import PEERS
+    from segpcl.method.rows import PEER_METHODS
+
+    assert set(PEERS) == set(PEER_METHODS)

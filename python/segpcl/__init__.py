@@ -101,8 +101,8 @@ if TYPE_CHECKING:
     from .inference.continual import ContinualCLIP, load_run
     from .inference.export import export_run
     from .method.acgd import acgd_loss
-    from .method.base import ContinualMethod
     from .method.anchors import build_anchors
+    from .method.base import ContinualMethod
     from .method.learner import METHODS, Learner
     from .method.prototypes import PrototypeMemory, dual_path_probs
     from .method.registry import register_method
