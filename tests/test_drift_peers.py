@@ -9,7 +9,7 @@ def test_diagnose_runs_for_a_peer(tmp_path):
         "toy",
         overrides={
             "model": {"arch": "tiny"},
-            "data": {"max_train_per_class": 3, "max_test_per_class": 2, "task_sizes": [32, 16]},
+            "data": {"max_train_per_class": 3, "max_test_per_class": 2, "task_sizes": [32, 16, 16], "max_tasks": 2},
             "train": {"epochs": 1, "batch_size": 16, "diagnose": True},
             "method": {"name": "rapf", "k_seed": 1, "pgd_steps": 2},
         },

@@ -79,6 +79,6 @@ def test_cli_preset_and_overrides(tmp_path):
     kw = {k: None for k in ("data_root", "arch", "pretrained", "precision", "epochs", "seed", "device", "initial")}
     kw.update({k: None for k in ("increment", "class_order", "class_names", "templates", "workers", "config_file")})
     kw.update(strict=False, download=False, zs_eval=(), sets=("train.epochs=2",), preset="revision-20")
-    kw.update(max_tasks=None, log_kinds=(), diagnose=False)
+    kw.update(max_tasks=None, log_kinds=(), diagnose=False, tokenizer=None)
     cfg = _config_from_options("cifar100", None, kw)
     assert cfg.data.initial == 5 and cfg.train.epochs == 2 and cfg.model.arch == "ViT-B-16-quickgelu"
