@@ -73,7 +73,7 @@ def test_resume_after_a_completed_task_gives_the_same_metrics(tmp_path, monkeypa
     import segpcl.engine.run as trainer
 
     calls = {"n": 0}
-    original = trainer.evaluate_seen
+    original = trainer.evaluate_stream
 
     def crash_in_task_two(*args, **kwargs):
         calls["n"] += 1
@@ -81,11 +81,11 @@ def test_resume_after_a_completed_task_gives_the_same_metrics(tmp_path, monkeypa
             raise KeyboardInterrupt  # killed during task 2, after task 1's checkpoint
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate_seen", crash_in_task_two)
+    monkeypatch.setattr(trainer, "evaluate_stream", crash_in_task_two)
     with pytest.raises(KeyboardInterrupt):
         run_training(_reduced_cfg(), out_dir=tmp_path / "cut", progress=False)
     assert (tmp_path / "cut" / "checkpoints" / "LATEST").read_text() == "task_00"
-    monkeypatch.setattr(trainer, "evaluate_seen", original)
+    monkeypatch.setattr(trainer, "evaluate_stream", original)
     resumed = run_training(resume=tmp_path / "cut", progress=False).metrics
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
     assert resumed["last"] == full["last"]

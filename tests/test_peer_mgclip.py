@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from interrupt import cut_in_task_two_then_resume
 
 import segpcl
 from segpcl.cli import main
@@ -233,22 +234,8 @@ def test_two_task_run_grows_the_visual_agent(runs):
 
 
 def test_resume_after_task_one_replays_task_two(runs, tmp_path, monkeypatch):
-    import segpcl.engine.run as engine_run
-
     _, ruled, threshold = runs
-    original, calls = engine_run.evaluate_seen, {"n": 0}
-
-    def crash_in_task_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed during task 2, after task 1's checkpoint
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine_run, "evaluate_seen", crash_in_task_two)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(4, mgclip_drift=threshold), out_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(engine_run, "evaluate_seen", original)
-    resumed = run_training(resume=tmp_path / "cut", progress=False).metrics
+    resumed = cut_in_task_two_then_resume(monkeypatch, _cfg(4, mgclip_drift=threshold), tmp_path / "cut")
     assert resumed["accuracy_matrix"] == ruled.metrics["accuracy_matrix"]
     assert resumed["task_info"][1]["steps"] == 4  # the first task's epoch count came back from the checkpoint
     for name, value in _tensors(ruled.run_dir, 1).items():

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from interrupt import cut_in_task_two_then_resume
 
 import segpcl
 from segpcl.cli import main
@@ -266,21 +267,7 @@ def test_two_task_run_fine_tunes_the_whole_model(run):
 
 
 def test_resume_after_task_one_replays_task_two(run, tmp_path, monkeypatch):
-    import segpcl.engine.run as engine_run
-
-    original, calls = engine_run.evaluate_seen, {"n": 0}
-
-    def crash_in_task_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed during task 2, after task 1's checkpoint
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine_run, "evaluate_seen", crash_in_task_two)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(zscl_avg_every=2), out_dir=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(engine_run, "evaluate_seen", original)
-    resumed = run_training(resume=tmp_path / "cut", progress=False).metrics
+    resumed = cut_in_task_two_then_resume(monkeypatch, _cfg(zscl_avg_every=2), tmp_path / "cut")
     assert resumed["accuracy_matrix"] == run.metrics["accuracy_matrix"]
     for key in ("mean_ce", "mean_zscl_image", "mean_zscl_text"):
         assert resumed["task_info"][1][key] == pytest.approx(run.metrics["task_info"][1][key], rel=1e-6), key

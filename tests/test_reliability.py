@@ -71,13 +71,13 @@ KILLER = textwrap.dedent(
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
     calls = {"eval": 0}
     if point in ("first_task", "during_task"):
-        original_eval = tr.evaluate_seen
+        original_eval = tr.evaluate_stream
         def evaluate_seen(*a, **k):
             calls["eval"] += 1
             if calls["eval"] == (1 if point == "first_task" else 2):
                 die()  # task trained, not yet evaluated or saved
             return original_eval(*a, **k)
-        tr.evaluate_seen = evaluate_seen
+        tr.evaluate_stream = evaluate_seen
     elif point == "checkpoint_write":
         original_manifest = ck.write_manifest
         def write_manifest(folder, identity=None, run_files=None):

@@ -398,9 +398,8 @@ def begin_diagnosis(learner, train_batches, device: torch.device) -> tuple:
 def _text_probe_anchors(method, teacher, train_batches):
     """Probe anchors for a method that is not one of SeGP-CL's rows (a peer): DPGD with the run's method
     settings toward the old classes' text only (a peer keeps no raw-space prototypes to aim at)."""
-    from ..method.anchors import build_anchors
+    from ..method.anchors import build_anchors, pgd_settings
 
-    cfg = method.cfg
     with torch.no_grad():
         text = method.class_text(teacher, method.n_seen())
 
@@ -415,15 +414,10 @@ def _text_probe_anchors(method, teacher, train_batches):
         method.n_old(),
         None,
         float(teacher.logit_scale()),
-        k_seed=cfg.k_seed,
-        steps=cfg.pgd_steps,
-        eps=cfg.pgd_eps,
-        gamma=cfg.pgd_gamma,
         lambda_p=0.0,
-        per_class=cfg.seed_mode == "per_class",
-        pgd_classes=cfg.pgd_classes,
         autocast=method.autocast,
         comm=method.comm,
+        **pgd_settings(method.cfg),
     )
 
 

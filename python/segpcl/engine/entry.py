@@ -48,9 +48,7 @@ def run_training(
         return _follow()
     announcement = _Announcement(True)
     try:
-        return _lead(
-            cfg, out_dir, resume, progress and distributed.rank() == 0, resume_overrides, from_task, announcement
-        )
+        return _lead(cfg, out_dir, resume, progress, resume_overrides, from_task, announcement)
     except BaseException as exc:
         announcement.fail(exc)
         _raise_lost_peer(exc)

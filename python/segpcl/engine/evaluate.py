@@ -40,3 +40,11 @@ def evaluate_seen(
     if reduce is not None:
         return reduce(correct.tolist(), total.tolist(), skipped)
     return correct.tolist(), total.tolist(), skipped
+
+
+def evaluate_stream(predict, loaders, stream, dataset, t: int, device, progress: bool = True):
+    """evaluate_seen over `dataset` (a test or validation set of `stream`) with the run's loaders, counted for
+    tasks 0..t; under several processes the counts are summed over the ranks."""
+    return evaluate_seen(
+        predict, loaders.test(dataset), stream.task_of_position(), t + 1, device, progress, loaders.reduce_counts
+    )

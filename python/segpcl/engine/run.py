@@ -27,7 +27,7 @@ from .build import build_method, build_model, build_stream, data_seed, image_siz
 from .checkpoint import RunDir, restore_task, write_json, write_task_contents
 from .classes import write_classes
 from .device import autocast_factory, resolve_device, seed_everything, task_seed
-from .evaluate import evaluate_seen
+from .evaluate import evaluate_stream
 from .loaders import Loaders, ShardedLoaders
 from .logs import NoLogger, RunLogger
 from .loop import train_task
@@ -132,14 +132,8 @@ class Run:
         times["after_task"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         method.begin_eval(t)
-        correct, total, self.skipped["test"] = evaluate_seen(
-            method.predict,
-            self.loaders.test(self.stream.test_set(t)),
-            self.stream.task_of_position(),
-            t + 1,
-            self.device,
-            self.progress,
-            self.loaders.reduce_counts,
+        correct, total, self.skipped["test"] = evaluate_stream(
+            method.predict, self.loaders, self.stream, self.stream.test_set(t), t, self.device, self.progress
         )
         times["eval"] = time.perf_counter() - t0
         self.matrix.update(t, correct, total)

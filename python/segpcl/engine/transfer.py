@@ -17,20 +17,12 @@ import time
 
 from ..benchmarks.base import TaskStream
 from ..metrics import AccuracyMatrix
-from .evaluate import evaluate_seen
+from .evaluate import evaluate_stream
 
 
 def _task_counts(learner, stream: TaskStream, loaders, t: int, device, progress: bool) -> tuple[int, int]:
     learner.use_branch(t, "clip")  # text of the classes seen up to and including task t; no prototypes
-    correct, total, _ = evaluate_seen(
-        learner.predict,
-        loaders.test(stream.task_test_set(t)),
-        stream.task_of_position(),
-        t + 1,
-        device,
-        progress,
-        loaders.reduce_counts,
-    )
+    correct, total, _ = evaluate_stream(learner.predict, loaders, stream, stream.task_test_set(t), t, device, progress)
     return correct[t], total[t]
 
 
@@ -65,15 +57,7 @@ def record_clip_branch(
         matrix.update_clip_branch(t, *own)
         return time.perf_counter() - start
     learner.use_branch(t, "clip")
-    correct, total, _ = evaluate_seen(
-        learner.predict,
-        loaders.test(stream.test_set(t)),
-        stream.task_of_position(),
-        t + 1,
-        device,
-        progress,
-        loaders.reduce_counts,
-    )
+    correct, total, _ = evaluate_stream(learner.predict, loaders, stream, stream.test_set(t), t, device, progress)
     learner.begin_eval(t)  # back to the method's own inference
     matrix.update_clip_branch(t, correct, total)
     return time.perf_counter() - start

@@ -19,7 +19,7 @@ from ..engine.build import build_method, build_model, build_stream, image_size_g
 from ..engine.checkpoint import RunDir, check_manifest, restore_task
 from ..engine.classes import NamesOnlyStream, read_classes
 from ..engine.device import autocast_factory, resolve_device
-from ..engine.evaluate import evaluate_seen
+from ..engine.evaluate import evaluate_stream
 from ..engine.loaders import Loaders
 from ..engine.resume import load_run_config
 from ..errors import ConfigError, DataError
@@ -129,13 +129,8 @@ def evaluate_task(reopened: Reopened, progress: bool = False) -> dict:
     if isinstance(r.stream, NamesOnlyStream):
         r.stream = _data_stream(r)
     loaders = Loaders(r.cfg, r.device)
-    correct, total, skipped = evaluate_seen(
-        r.learner.predict,
-        loaders.test(r.stream.test_set(r.task)),
-        r.stream.task_of_position(),
-        r.task + 1,
-        r.device,
-        progress,
+    correct, total, skipped = evaluate_stream(
+        r.learner.predict, loaders, r.stream, r.stream.test_set(r.task), r.task, r.device, progress
     )
     return {
         "task": r.task + 1,

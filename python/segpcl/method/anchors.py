@@ -259,6 +259,20 @@ def anchor_statistics(
     }
 
 
+def pgd_settings(cfg) -> dict:
+    """build_anchors' keyword settings from a run's method section (seeds, PGD steps, budget and balance)."""
+    return {
+        "k_seed": cfg.k_seed,
+        "steps": cfg.pgd_steps,
+        "eps": cfg.pgd_eps,
+        "gamma": cfg.pgd_gamma,
+        "per_class": cfg.seed_mode == "per_class",
+        "pgd_classes": cfg.pgd_classes,
+        "balance": cfg.pgd_balance,
+        "early_stop_margin": cfg.early_stop_margin,
+    }
+
+
 def build_anchors(
     encode_image: EncodeFn,
     batches: Iterable[torch.Tensor],

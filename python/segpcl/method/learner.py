@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..models.clip import ClipModel
 from ..models.lora import frozen_teacher
 from .acgd import acgd_loss
-from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors
+from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors, pgd_settings
 from .base import Batches, ContinualMethod, Needs
 from .prototypes import PrototypeMemory, dual_path_probs, prototype_probs
 from .random_anchors import random_anchors
@@ -188,18 +188,11 @@ class Learner(ContinualMethod):
             n_old,
             protos,
             float(teacher.logit_scale()),
-            k_seed=cfg.k_seed,
-            steps=cfg.pgd_steps,
-            eps=cfg.pgd_eps,
-            gamma=cfg.pgd_gamma,
             lambda_p=lambda_p,
-            per_class=cfg.seed_mode == "per_class",
-            pgd_classes=cfg.pgd_classes,
             pgd=pgd,
-            balance=cfg.pgd_balance,
-            early_stop_margin=cfg.early_stop_margin,
             autocast=self.autocast,
             comm=self.comm,
+            **pgd_settings(cfg),
         )
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -152,3 +152,20 @@ pub(crate) fn matrix<'py, T: Element>(
         Array2::from_shape_vec((rows, cols), values).map_err(|e| value_error(e.to_string()))?;
     Ok(array.into_pyarray(py))
 }
+
+/// A float32 `[rows, dim]` array argument whose second axis must be `dim` (rows: the name of the first axis).
+pub(crate) fn rows_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    rows: &str,
+    dim: usize,
+) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    let array = array_arg::<f32>(obj, name, &format!("[{rows}, dim]"), Kind::Float32)?;
+    if array.shape()[1] != dim {
+        return Err(value_error(format!(
+            "{name} must have shape [{rows}, dim] with dim = {dim}, got shape {}",
+            shape_str(array.shape())
+        )));
+    }
+    Ok(array)
+}

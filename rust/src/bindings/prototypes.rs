@@ -1,12 +1,12 @@
 //! The `PrototypeBank` class over [`crate::prototypes::PrototypeBank`].
 
 use numpy::ndarray::arr0;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping};
 
 use super::convert::{
-    array_arg, check_len, data, ids_arg, invalid, matrix, shape_str, value_error, Kind,
+    array_arg, check_len, data, ids_arg, invalid, matrix, rows_arg, shape_str, value_error, Kind,
 };
 use crate::prototypes::{BankState, MigrationMode, PrototypeBank as Bank};
 
@@ -19,25 +19,6 @@ type MeanArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f32>>);
 #[pyclass(name = "PrototypeBank", module = "segpcl._core")]
 pub(crate) struct PyPrototypeBank {
     inner: Bank,
-}
-
-impl PyPrototypeBank {
-    fn rows_arg<'py>(
-        &self,
-        obj: &Bound<'py, PyAny>,
-        name: &str,
-        rows: &str,
-    ) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
-        let dim = self.inner.dim();
-        let array = array_arg::<f32>(obj, name, &format!("[{rows}, dim]"), Kind::Float32)?;
-        if array.shape()[1] != dim {
-            return Err(value_error(format!(
-                "{name} must have shape [{rows}, dim] with dim = {dim}, got shape {}",
-                shape_str(array.shape())
-            )));
-        }
-        Ok(array)
-    }
 }
 
 #[pymethods]
@@ -65,7 +46,7 @@ impl PyPrototypeBank {
         features: &Bound<'_, PyAny>,
         labels: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let features = self.rows_arg(features, "features", "N")?;
+        let features = rows_arg(features, "features", "N", self.inner.dim())?;
         let labels = ids_arg(labels, "labels", "N")?;
         check_len("labels", labels.len(), features.shape()[0], "N")?;
         let (f, l) = (data(&features)?, data(&labels)?);
@@ -124,7 +105,7 @@ impl PyPrototypeBank {
         class_ids: &Bound<'_, PyAny>,
         prototypes: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let protos = self.rows_arg(prototypes, "prototypes", "K")?;
+        let protos = rows_arg(prototypes, "prototypes", "K", self.inner.dim())?;
         let ids = ids_arg(class_ids, "class_ids", "K")?;
         check_len("class_ids", ids.len(), protos.shape()[0], "K")?;
         let (i, p) = (data(&ids)?, data(&protos)?);
@@ -151,8 +132,8 @@ impl PyPrototypeBank {
         classes: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let mode = MigrationMode::parse(mode).map_err(invalid)?;
-        let before = self.rows_arg(before, "before", "A")?;
-        let after = self.rows_arg(after, "after", "A")?;
+        let before = rows_arg(before, "before", "A", self.inner.dim())?;
+        let after = rows_arg(after, "after", "A", self.inner.dim())?;
         let a = before.shape()[0];
         if after.shape()[0] != a {
             return Err(value_error(format!(

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping};
 
 use super::convert::{
-    array_arg, check_len, data, ids_arg, invalid, matrix, shape_str, value_error, Kind,
+    array_arg, check_len, data, ids_arg, invalid, matrix, rows_arg, shape_str, value_error, Kind,
 };
 use crate::scatter::{ClassScatter as Scatter, ScatterState};
 
@@ -99,14 +99,7 @@ impl PyClassScatter {
         features: &Bound<'_, PyAny>,
         labels: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let dim = self.inner.dim();
-        let features = array_arg::<f32>(features, "features", "[N, dim]", Kind::Float32)?;
-        if features.shape()[1] != dim {
-            return Err(value_error(format!(
-                "features must have shape [N, dim] with dim = {dim}, got shape {}",
-                shape_str(features.shape())
-            )));
-        }
+        let features = rows_arg(features, "features", "N", self.inner.dim())?;
         let labels = ids_arg(labels, "labels", "N")?;
         check_len("labels", labels.len(), features.shape()[0], "N")?;
         let (f, l) = (data(&features)?, data(&labels)?);
