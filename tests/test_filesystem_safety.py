@@ -304,3 +304,22 @@ def test_a_nan_in_task_1_leaves_nothing_and_after_task_1_keeps_everything(tmp_pa
     result = _cli("train", "--resume", out, "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["tasks_completed"] == 2
+
+
+def test_report_never_writes_through_a_link(tmp_path):
+    """Outputs outside a run folder (report, ablate, tune, export, --json) are written like the run's own files."""
+    import json
+
+    from segpcl.cli import main
+
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"accuracy_matrix": [[0.0]], "seen_accuracy": [50.0], "last": 50.0}))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "summary.csv").symlink_to(victim)
+    result = CliRunner().invoke(main, ["report", str(run), "--out", str(out)])
+    assert result.exit_code == 2 and "summary.csv" in result.output and "Traceback" not in result.output
+    assert victim.read_text() == "keep me"

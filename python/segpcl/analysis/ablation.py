@@ -18,7 +18,10 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine.checkpoint import write_json
-from ..engine.trainer import config_differences, is_run_dir, load_run_config, run_training
+from ..engine.claim import is_run_dir
+from ..engine.entry import run_training
+from ..engine.nofollow import atomic_write_text, make_dir
+from ..engine.resume import config_differences, load_run_config
 from ..errors import ConfigError
 from .ablation_table import ablation_markdown, ablation_rows, ablation_svg
 
@@ -82,7 +85,7 @@ def plan_cells(configs: dict[tuple[str, int], RunConfig], out: Path, fresh: bool
     plans = {key: _plan(out, key[0], key[1], cfg, fresh) if out.is_dir() else (out / f"{key[0]}-seed{key[1]}", False)
              for key, cfg in configs.items()}  # fmt: skip
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     except OSError as exc:
         raise ConfigError(f"cannot create the folder {out}: {exc.strerror or exc}") from None
     return plans
@@ -130,7 +133,7 @@ def run_ablation(
         "runs": {f"{m}-seed{s}": str(p) for (m, s), (p, _) in plans.items()},
     }
     write_json(out / "ablation.json", {"bench": first.data.bench, "seeds": seeds, "rows": rows, **settings})
-    (out / "ablation.md").write_text(markdown + "\n")
+    atomic_write_text(out / "ablation.md", markdown + "\n")
     if any(key.startswith("vs_") for row in rows for key in row):
-        (out / "ablation.svg").write_text(ablation_svg(rows, first.data.bench) + "\n")
+        atomic_write_text(out / "ablation.svg", ablation_svg(rows, first.data.bench) + "\n")
     return {"rows": rows, "markdown": markdown, "out": out}

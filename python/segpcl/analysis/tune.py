@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..engine.checkpoint import write_json
+from ..engine.nofollow import atomic_write_text
 from ..errors import ConfigError
 from .ablation import plan_cells, run_cell
 from .ablation_table import mean_std
@@ -129,7 +130,7 @@ def run_tune(
     }
     write_json(out / "tune.json", summary)
     markdown = tune_markdown(summary)
-    (out / "tune.md").write_text(markdown + "\n")
+    atomic_write_text(out / "tune.md", markdown + "\n")
     return {**summary, "markdown": markdown, "out": out}
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ..engine.nofollow import atomic_write_text
+
 
 @click.group()
 def perf():
@@ -59,7 +61,7 @@ def overhead(json_path, sweep_anchors, lora_towers, **options):
     result = measure_overhead(cfg)
     click.echo(format_overhead(result))
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
+        atomic_write_text(json_path, json.dumps(result, indent=2))
 
 
 bench = click.Group(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..engine.nofollow import atomic_write_text, make_dir
+
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -26,8 +28,8 @@ def report(runs, out):
     if len(set(labels)) < len(labels):  # two runs with the same folder name: use the paths given
         loaded = [(str(r), m) for r, (_, m) in zip(runs, loaded, strict=True)]
     rows = [run_summary(label, m) for label, m in loaded]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "accuracy_curves.svg").write_text(curves_svg(loaded))
-    (out / "summary.csv").write_text(summary_csv(rows))
+    make_dir(out)
+    atomic_write_text(out / "accuracy_curves.svg", curves_svg(loaded))
+    atomic_write_text(out / "summary.csv", summary_csv(rows))
     click.echo(summary_table(rows))
     click.echo(f"figure: {out / 'accuracy_curves.svg'}  table: {out / 'summary.csv'}")

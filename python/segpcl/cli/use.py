@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ..engine.nofollow import atomic_write_text
+
 RUN = click.argument("run", type=click.Path(path_type=Path))
 TASK = click.option(
     "--task", type=click.IntRange(min=1), default=None, show_default="the last completed", help="Task (1-based)."
@@ -46,7 +48,7 @@ def eval_command(run, task, data_root, device, branch, json_path, quiet):
         click.echo(f"{j + 1:>6} {len(r.stream.task_range(j)):>8} {n:>7} {acc:>8.2f}%")
     click.echo(f"{'seen':>6} {r.learner.n_seen(r.task):>8} {sum(result['total']):>7} {result['seen_accuracy']:>8.2f}%")
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
+        atomic_write_text(json_path, json.dumps(result, indent=2))
 
 
 @click.command("predict")

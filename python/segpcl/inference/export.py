@@ -15,6 +15,7 @@ The folder holds
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.checkpoint import RunDir
+from ..engine.nofollow import atomic_write_bytes, atomic_write_text, make_dir
 from ..errors import ConfigError
 from .reopen import Reopened, reopen
 
@@ -31,7 +33,7 @@ def export_run(
 ) -> dict[str, Path]:
     """Write the export folder `out` for the run after task `task` (1-based; default the last); returns the
     paths written, by kind."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..models.lora import frozen_teacher
 
@@ -39,13 +41,13 @@ def export_run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
     r = reopen(run_dir, task=task, device="cpu", data_root=data_root, need_data=False)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     paths: dict[str, Path] = {}
 
     merged = frozen_teacher(r.model)
     state = {k: v.detach().contiguous().cpu() for k, v in merged.open_clip_state_dict().items()}
     paths["model"] = out / "model.safetensors"
-    save_file(state, str(paths["model"]), metadata={"arch": r.cfg.model.arch, "format": "open_clip"})
+    atomic_write_bytes(paths["model"], save(state, metadata={"arch": r.cfg.model.arch, "format": "open_clip"}))
 
     adapter = RunDir(r.root).task_dir(r.task) / "adapter"
     if adapter.is_dir():
@@ -59,11 +61,13 @@ def export_run(
         # a zero row: the class has no prototype and is scored by CLIP alone (segpcl.dual_path_probs)
         protos = learner.prototypes.matrix(n, device="cpu").float().numpy()
         paths["prototypes"] = out / "prototypes.npz"
-        np.savez(paths["prototypes"], prototypes=protos, space=np.array(learner.cfg.prototype_space))
+        buffer = io.BytesIO()
+        np.savez(buffer, prototypes=protos, space=np.array(learner.cfg.prototype_space))
+        atomic_write_bytes(paths["prototypes"], buffer.getvalue())
     extra = learner.export_tensors()  # e.g. RAPF's linear adapter on the image embeddings
     if extra:
         paths["method"] = out / "method.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in extra.items()}, str(paths["method"]))
+        atomic_write_bytes(paths["method"], save({k: v.detach().contiguous().cpu() for k, v in extra.items()}))
 
     scale = float(r.model.logit_scale())
     m = learner.cfg
@@ -90,9 +94,9 @@ def export_run(
         where = f"{type(learner).__module__} (its module docs)"
         info["inference"]["method_tensors"] = f"method.safetensors ({', '.join(extra)}): how predict uses them: {where}"
     paths["classes"] = out / "classes.json"
-    paths["classes"].write_text(json.dumps(info, indent=2))
+    atomic_write_text(paths["classes"], json.dumps(info, indent=2))
     paths["card"] = out / "MODEL_CARD.md"
-    paths["card"].write_text(_model_card(r, info))
+    atomic_write_text(paths["card"], _model_card(r, info))
     return paths
 
 
