@@ -190,3 +190,32 @@ def test_control_peft_multihead_attention_layer_drifts_base_weights():
     after = dict(model.named_parameters())
     drifted = [n for n, p in base_before.items() if not torch.equal(after[n], p)]
     assert drifted and all(".attn." in n for n in drifted)
+
+
+def test_switching_lora_off_keeps_a_frozen(tiny_model):
+    # peft's disable_adapter marks every adapter parameter trainable when it ends; SeGP-CL's rooted TSGR reads
+    # the zero-shot text that way at every task, which trained A (train_a: false) in the TSGR rows
+    from segpcl.models.lora import lora_switched_off
+
+    apply_lora(tiny_model, LoraSection(rank=4))
+    before = {n: p.requires_grad for n, p in tiny_model.named_parameters()}
+    with lora_switched_off(tiny_model):
+        tiny_model.text_features(tiny_model.tokenize(["a red circle."]))
+    assert {n: p.requires_grad for n, p in tiny_model.named_parameters()} == before
+    assert not any(p.requires_grad for n, p in tiny_model.named_parameters() if "lora_A" in n)
+
+
+def test_segpcl_trains_only_b_after_its_task_hooks(tiny_model):
+    from segpcl.config import MethodSection
+    from segpcl.method.learner import Learner
+
+    apply_lora(tiny_model, LoraSection(rank=4))
+    names = [f"class {i}" for i in range(6)]
+    lrn = Learner(tiny_model, names, ["a photo of a {}."], [3, 3], MethodSection(name="segpcl"), text_has_lora=True)
+    images, labels = torch.rand(6, 3, 32, 32), torch.arange(6)
+    lrn.before_task(0, [(images[:3], labels[:3])])
+    lrn.after_task(0, [(images[:3], labels[:3])])
+    lrn.before_task(1, [(images[3:], labels[3:])])
+    assert lrn.tsgr is not None  # the rooted TSGR (zero-shot text) was built
+    params = {id(p) for p in lrn.trainable_parameters()}
+    assert params == {id(p) for n, p in tiny_model.named_parameters() if "lora_B" in n}

@@ -46,10 +46,26 @@ def perf():
     help="Peak memory of a SeGP-CL step with and without gradient checkpointing (CPU: a child process each).",
 )
 @click.option("--tokenizer", default=None, help="Local tokenizer folder (models whose tokenizer comes from a hub).")
+@click.option(
+    "--method",
+    "methods",
+    default="segpcl",
+    show_default=True,
+    help="segpcl: SeGP-CL's detailed report; or methods, comma-separated (e.g. rapf,mgclip,zscl,moe-adapters,segpcl):"
+    " step, whole-task and inference cost of each relative to plain LoRA, trainable parameters beside them.",
+)
+@click.option(
+    "--bench",
+    default="cifar100",
+    show_default=True,
+    help="With --method: whose method presets (by_bench) set each method's optimiser, epochs and settings.",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results as JSON.")
-def overhead(json_path, sweep_anchors, lora_towers, **options):
-    """Training and inference overhead of SeGP-CL over plain LoRA, measured side by side."""
+def overhead(json_path, sweep_anchors, lora_towers, methods, bench, **options):
+    """Training and inference overhead of SeGP-CL (or of any methods: --method) over plain LoRA, measured side by
+    side in one process."""
     from ..errors import ConfigError
+    from ..method.registry import method_names
     from ..perf.overhead import OverheadConfig, format_overhead, measure_overhead
 
     try:
@@ -58,8 +74,20 @@ def overhead(json_path, sweep_anchors, lora_towers, **options):
         raise ConfigError(f"--sweep-anchors takes integers separated by commas, got {sweep_anchors!r}") from exc
     towers = tuple(t.strip() for t in lora_towers.split(",") if t.strip())
     cfg = OverheadConfig(sweep_anchors=sweep, lora_towers=towers, **options)
-    result = measure_overhead(cfg)
-    click.echo(format_overhead(result))
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in method_names()]
+    if unknown or not names:
+        raise ConfigError(
+            f"--method: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(method_names())}"
+        )
+    if names == ["segpcl"]:
+        result = measure_overhead(cfg)
+        click.echo(format_overhead(result))
+    else:
+        from ..perf.method_cost import format_method_costs, measure_method_costs
+
+        result = measure_method_costs(cfg, names, bench)
+        click.echo(format_method_costs(result))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2))
 

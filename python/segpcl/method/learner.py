@@ -8,7 +8,6 @@ prediction over the seen classes.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..models.clip import ClipModel
-from ..models.lora import frozen_teacher
+from ..models.lora import frozen_teacher, lora_switched_off
 from .acgd import acgd_loss
 from .anchors import AnchorSet, anchor_set, batched_encode, build_anchors, pgd_settings
 from .base import Batches, ContinualMethod, Needs
@@ -88,9 +87,7 @@ class Learner(ContinualMethod):
     def zero_shot_text(self) -> torch.Tensor:
         """Zero-shot class embeddings of all classes (LoRA switched off), computed once."""
         if self._zero_shot_text is None:
-            clip = self.model.clip
-            off = clip.disable_adapter() if hasattr(clip, "disable_adapter") else contextlib.nullcontext()
-            with off, self.autocast():
+            with lora_switched_off(self.model), self.autocast():
                 self._zero_shot_text = self.class_text(self.model, len(self.tokens) // self.n_templates).float()
         return self._zero_shot_text
 

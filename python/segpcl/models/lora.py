@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -49,6 +51,24 @@ def apply_lora(model: ClipModel, cfg: LoraSection) -> ClipModel:
 
 def lora_parameters(model: ClipModel) -> list[torch.nn.Parameter]:
     return [p for n, p in model.clip.named_parameters() if p.requires_grad and "lora_" in n]
+
+
+@contextlib.contextmanager
+def lora_switched_off(model: ClipModel) -> Iterator[None]:
+    """The model without its LoRA (zero-shot CLIP) inside the block. peft's `disable_adapter` marks every adapter
+    parameter trainable again when it ends (its `set_adapter`), which would train A under `train_a: false`:
+    each parameter's requires_grad is put back as it was."""
+    clip = model.clip
+    if not hasattr(clip, "disable_adapter"):
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in clip.parameters()]
+    try:
+        with clip.disable_adapter():
+            yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
 
 
 def save_adapter(model: ClipModel, folder: Path) -> None:
