@@ -1,6 +1,8 @@
 """Every method (row of the paper's tables) runs two toy tasks end to end with the tiny model, and each uses the
 parts its switches name."""
 
+import json
+
 import pytest
 import torch
 
@@ -186,3 +188,33 @@ def test_ablation_runs_the_tsgr_row_as_segpcl_with_the_setting(tmp_path, monkeyp
     assert (row.method.tsgr_from_task, base.method.tsgr_from_task) == (2, 1)
     assert row.method.tsgr_k == base.method.tsgr_k == 3  # the user's --set applies to the row too
     assert "segpcl-tsgr-from2" in result.output
+
+
+def test_ablate_pairs_with_the_chosen_baseline(tmp_path, monkeypatch):
+    # --baseline names the row the others are paired with; it must be one of the rows
+    from click.testing import CliRunner
+
+    from segpcl.analysis import ablation
+    from segpcl.analysis.ablation_table import METRICS
+    from segpcl.cli import main
+
+    lasts = {"lora": [40.0, 42.0], "segpcl": [45.0, 48.0], "ncm": [43.0, 43.0]}
+
+    def fake_cell(run_dir, ours, cfg, progress):
+        return {
+            **dict.fromkeys(METRICS, 1.0),
+            "seed": cfg.train.seed,
+            "last": lasts[cfg.method.name][cfg.train.seed - 1],
+        }
+
+    monkeypatch.setattr(ablation, "run_cell", fake_cell)
+    args = ["ablate", "--methods", "lora,ncm,segpcl", "--seeds", "1,2", "--model", "tiny", "--out", str(tmp_path / "a")]
+    result = CliRunner().invoke(main, [*args, "--baseline", "segpcl"])
+    assert result.exit_code == 0, result.output
+    assert "Last − segpcl" in result.output
+    table = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    assert table["baseline"] == "segpcl"
+    lora = next(r for r in table["rows"] if r["method"] == "lora")
+    assert lora["vs_segpcl"]["last"]["mean"] == -5.5  # (40 - 45 + 42 - 48) / 2, paired by seed
+    wrong = CliRunner().invoke(main, [*args, "--baseline", "rapf"])
+    assert wrong.exit_code == 2 and "--baseline rapf is not one of --methods" in wrong.output

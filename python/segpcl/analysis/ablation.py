@@ -23,7 +23,7 @@ from ..engine.entry import run_training
 from ..engine.nofollow import atomic_write_text, make_dir
 from ..engine.resume import config_differences, load_run_config
 from ..errors import ConfigError
-from .ablation_table import ablation_markdown, ablation_rows, ablation_svg
+from .ablation_table import BASELINE, ablation_markdown, ablation_rows, ablation_svg
 
 
 def _finished(run_dir: Path, max_tasks: int | None = None) -> dict | None:
@@ -110,7 +110,10 @@ def run_ablation(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     fresh: bool = False,
+    baseline: str = BASELINE,
 ) -> dict:
+    """Train (or reuse) every (method, seed) run under `out`; write ablation.json/md/svg, each row paired with
+    `baseline`'s runs of the same seeds."""
     from ..config import validate
 
     configs = {(m, s): config_for(m, s) for m in methods for s in seeds}
@@ -126,14 +129,15 @@ def run_ablation(
             metrics = run_cell(run_dir, ours, configs[(method, seed)], progress)
             echo(f"{method:<18} seed {seed}: Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  ({run_dir.name})")
             results.setdefault(method, []).append(metrics)
-    rows = ablation_rows(results)
-    markdown = ablation_markdown(rows, first.data.bench)
+    rows = ablation_rows(results, baseline)
+    markdown = ablation_markdown(rows, first.data.bench, baseline)
     settings = {
         "settings_hash": settings_hash(first),
         "runs": {f"{m}-seed{s}": str(p) for (m, s), (p, _) in plans.items()},
     }
-    write_json(out / "ablation.json", {"bench": first.data.bench, "seeds": seeds, "rows": rows, **settings})
+    summary = {"bench": first.data.bench, "seeds": seeds, "baseline": baseline, "rows": rows, **settings}
+    write_json(out / "ablation.json", summary)
     atomic_write_text(out / "ablation.md", markdown + "\n")
     if any(key.startswith("vs_") for row in rows for key in row):
-        atomic_write_text(out / "ablation.svg", ablation_svg(rows, first.data.bench) + "\n")
+        atomic_write_text(out / "ablation.svg", ablation_svg(rows, first.data.bench, baseline) + "\n")
     return {"rows": rows, "markdown": markdown, "out": out}

@@ -137,8 +137,14 @@ def _without_nproc(argv: list[str]) -> list[str]:
     show_default="off",
     help="Runs found with other settings are kept; train new ones into new folders (<method>-seed<N>-<settings hash>).",
 )
+@click.option(
+    "--baseline",
+    default=None,
+    show_default="lora",
+    help="The row every other row is paired with (differences with 95% intervals); one of --methods.",
+)
 @click.option("--quiet", is_flag=True, default=False, show_default="off", help="No progress bars.")
-def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
+def ablate(bench, methods, seeds, out, fresh, baseline, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from ..analysis.ablation import run_ablation
     from ..analysis.ablation_table import ablation_row
@@ -148,6 +154,10 @@ def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
     seed_list = _parse_seeds(seeds)
     if not method_list:
         raise ConfigError("--methods needs at least one method")
+    if baseline is None:
+        baseline = "lora"  # without it among the rows, the table has no paired columns
+    elif baseline not in method_list:
+        raise ConfigError(f"--baseline {baseline} is not one of --methods; add it there or choose another")
 
     def config_for(row: str, seed: int):
         method, sets = ablation_row(row)
@@ -161,6 +171,7 @@ def ablate(bench, methods, seeds, out, fresh, quiet, **kw):
         progress=not quiet,
         echo=click.echo,
         fresh=fresh,
+        baseline=baseline,
     )
     click.echo(result["markdown"])
     click.echo(f"results: {result['out']}")
