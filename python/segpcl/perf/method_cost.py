@@ -14,7 +14,9 @@ MG-CLIP a visual agent), then timed:
 4. inference: `begin_eval` then `predict` on one batch, interleaved like the steps;
 5. trainable parameters (what the engine's optimiser updates) and their count.
 
-Random weights (no --pretrained) give costs only. Timings exclude data loading. The step is measured at one
+Each method runs with the settings a run on `--bench` gets (its preset and method overlay); the options that
+set SeGP-CL's anchors (--anchors-per-step, --k-seed, --pgd-steps, --sweep-anchors) belong to the SeGP-CL-only
+report. Random weights (no --pretrained) give costs only. Timings exclude data loading. The step is measured at one
 batch size for every method (their own batch sizes differ: see their presets); the whole-task number scales by
 the method's epochs only.
 """
