@@ -147,7 +147,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def ablate(bench, methods, seeds, out, fresh, baseline, quiet, **kw):
     """Run the paper's ablation rows over seeds; print and write the table (ablation.json, ablation.md)."""
     from ..analysis.ablation import run_ablation
-    from ..analysis.ablation_table import ablation_row
+    from ..analysis.ablation_table import BASELINE, ablation_row
     from ..errors import ConfigError
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
@@ -155,7 +155,7 @@ def ablate(bench, methods, seeds, out, fresh, baseline, quiet, **kw):
     if not method_list:
         raise ConfigError("--methods needs at least one method")
     if baseline is None:
-        baseline = "lora"  # without it among the rows, the table has no paired columns
+        baseline = BASELINE  # without it among the rows, the table has no paired columns
     elif baseline not in method_list:
         raise ConfigError(f"--baseline {baseline} is not one of --methods; add it there or choose another")
 

@@ -128,7 +128,7 @@ class _MethodRun:
         from ..models.loading import load_clip
 
         run_cfg = resolve_config(bench, overrides={"method": {"name": name}, "data": {"bench": bench}})
-        if name == REFERENCE or not run_cfg.lora.towers:
+        if name == REFERENCE:
             run_cfg.lora.towers = list(cfg.lora_towers)
         seed_everything(cfg.seed)  # the same weights for every method
         model = load_clip(cfg.arch, cfg.pretrained, device=device, precision=cfg.precision, tokenizer=cfg.tokenizer)
@@ -146,7 +146,7 @@ class _MethodRun:
         data = (
             torch.rand(min(cfg.eval_batch_size, cfg.images_per_task), 3, H, H, generator=gen).to(device),
             torch.rand(B, 3, H, H, generator=gen).to(device),
-            torch.randint(0, cfg.increment, (B,), generator=gen),
+            (cfg.classes - cfg.increment + torch.randint(0, cfg.increment, (B,), generator=gen)).to(device),
             torch.rand(cfg.eval_batch_size, 3, H, H, generator=gen).to(device),
         )
         return cls(name, cfg, method, run_cfg, data, n_templates)
@@ -162,9 +162,7 @@ class _MethodRun:
         """The trainer's step (engine/loop.py): loss, its one host sync, backward, clip, optimiser."""
         from ..engine.loop import optimizer_step
 
-        n_old = self.overhead.classes - self.overhead.increment
-        labels = (n_old + self.labels).to(self.pool.device)
-        loss, _ = self.method.training_loss(self.images, labels)
+        loss, _ = self.method.training_loss(self.images, self.labels)
         self.finite &= math.isfinite(loss.item())
         optimizer_step(loss, self.opt, self.params, self.cfg.train.grad_clip)
 
