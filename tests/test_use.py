@@ -77,7 +77,8 @@ def test_classify_files_and_folders(run, tmp_path):
     assert all(name in clip.class_names for name, _ in top[0])
     assert top[0][0][1] >= top[0][1][1] >= top[0][2][1]
     direct = clip.predict(clip.load_images([folder / "0.png"]))
-    assert top[0][0][1] == pytest.approx(float(direct.max()))
+    # one image alone vs two in a batch: float32 rounding of the batched matmuls differs by ~1e-6 relative
+    assert top[0][0][1] == pytest.approx(float(direct.max()), rel=1e-5)
 
 
 def test_cli_eval_reproduces_metrics_row(run, tmp_path):
