@@ -1,8 +1,10 @@
 """Boundary-vs-core drift diagnostic: where the cross-modal geometry of old classes drifts during a task.
 
 Definitions (DESIGN §4 notation; the choices are ours). At task t >= 2 (1-based), teacher T = the frozen model
-at the end of task t-1, student S = the model at the end of task t; old = classes of tasks < t, new = classes
-of task t, seen = old + new.
+at the end of task t-1, student S = the model at the end of task t (after the method's after_task: ZSCL's weight
+average and RAPF's fusion are part of it; prototypes and MG-CLIP's visual agent are not, the measure is of the
+CLIP branch); old = classes of tasks < t, new = classes of task t, seen = old + new. f_M is CLIP's normalised
+image feature passed through the method's `feature_head` where it has one (RAPF's W f, normalised).
 
 - Drift of a sample x: D(x) = JSD(p_T(x), p_S(x)) with p_M(x) = softmax(s_M cos(f_M(x), T^M_old)) over the
   **old** classes (each model's own logit scale and class text embeddings; natural log, so 0 <= D <= ln 2).
@@ -56,6 +58,7 @@ __all__ = [
     "N_NEW",
     "RATIOS_OF_MEANS",
     "SUMMARY_KEYS",
+    "Diagnosis",
     "DriftInputs",
     "begin_diagnosis",
     "bootstrap_mean",
@@ -182,13 +185,15 @@ class DriftInputs:
         return DriftInputs(self.jsd[mask], self.jsd_seen[mask], self.visual[mask])
 
 
-def _encoder(model) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    if model.raw_dim is not None:
-        return model.image_features_and_raw
+def _encoder(model, head=None) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """x -> (the features the method compares with the text: `head` of CLIP's, if given; the raw visual ones)."""
 
     def encode(x):
-        f = model.image_features(x)
-        return f, f
+        if model.raw_dim is not None:
+            f, v = model.image_features_and_raw(x)
+        else:
+            f = v = model.image_features(x)
+        return (f if head is None else head(f)), v
 
     return encode
 
@@ -202,8 +207,8 @@ class _PairedEncoder:
     """Per-sample drift of a batch of images between teacher and student (module docstring): JSD over the old
     classes and over all seen classes, and the visual drift; also the teacher's normalised features."""
 
-    def __init__(self, teacher, student, teacher_text, student_text, n_old: int, autocast) -> None:
-        self.enc_t, self.enc_s = _encoder(teacher), _encoder(student)
+    def __init__(self, teacher, student, teacher_text, student_text, n_old: int, autocast, heads=(None, None)):
+        self.enc_t, self.enc_s = _encoder(teacher, heads[0]), _encoder(student, heads[1])
         self.scale_t, self.scale_s = float(teacher.logit_scale()), float(student.logit_scale())
         self.text_t, self.text_s = teacher_text.float(), student_text.float()
         self.n_old, self.autocast = n_old, autocast
@@ -340,12 +345,14 @@ def drift_diagnostic(
     frac: float = BOUNDARY_FRACTION,
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
+    heads: tuple = (None, None),
 ) -> dict:
     """The diagnostic of one task (module docstring). `teacher_text`, `student_text`: normalised class text
     embeddings [n_seen, d] of each model; `old_batches`: (images, labels) of old-class test images, labels in
-    0..n_old-1; `sharing`: optional bool [n_old], True for old classes of the `sharing` kind. Returns the group
+    0..n_old-1; `sharing`: optional bool [n_old], True for old classes of the `sharing` kind; `heads`: the
+    teacher's and the student's `feature_head` (ContinualMethod), None for CLIP's own features. Returns the group
     sizes and means (with intervals), the ratios and the settings, as plain JSON values."""
-    measure = _PairedEncoder(teacher, student, teacher_text, student_text, n_old, autocast)
+    measure = _PairedEncoder(teacher, student, teacher_text, student_text, n_old, autocast, heads)
     old, score, label = _measure_old_classes(measure, old_batches)
     groups = _sample_groups(measure, old, score, label, frac, anchor_images, seed_images, new_batches, sharing)
     settings = {"boundary_fraction": frac, "n_boot": n_boot, "seed": seed}
@@ -378,26 +385,38 @@ def toy_sharing(stream, t: int) -> torch.Tensor | None:
     return torch.tensor([bool(colour[i] in new_c or shape[i] in new_s) for i in range(n_old)])
 
 
-def begin_diagnosis(learner, train_batches, device: torch.device) -> tuple:
-    """At the start of task t >= 1, before training: (teacher, probe). The teacher is the learner's own, or a
-    frozen copy of the model for methods that build none; probe = anchors from it with the configured DPGD
-    settings for methods that build no anchors (else None), made with the random state restored so the run is
-    the same as without the diagnostic."""
+@dataclass
+class Diagnosis:
+    """What the diagnostic of a task keeps from its start: the teacher model, the teacher's feature head
+    (ContinualMethod.feature_head at the task's start) and the probe anchors (None: the method's own)."""
+
+    teacher: object
+    head: Callable[[torch.Tensor], torch.Tensor] | None
+    probe: object = None
+
+
+def begin_diagnosis(learner, train_batches, device: torch.device) -> Diagnosis:
+    """At the start of task t >= 1, before training. The teacher is the learner's own, or a frozen copy of the
+    model for methods that build none; probe = anchors from it with the configured DPGD settings for methods that
+    build no anchors (else None), made with the random state restored so the run is the same as without the
+    diagnostic."""
     from ..models.lora import frozen_teacher
 
     own = getattr(learner, "teacher", None)
     teacher = own if own is not None else frozen_teacher(learner.model)
+    head = learner.feature_head()
     if getattr(learner, "anchors", None) is not None:
-        return teacher, None
+        return Diagnosis(teacher, head)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if hasattr(learner, "probe_anchors"):
-            return teacher, learner.probe_anchors(teacher, train_batches)
-        return teacher, _text_probe_anchors(learner, teacher, train_batches)
+            return Diagnosis(teacher, head, learner.probe_anchors(teacher, train_batches))
+        return Diagnosis(teacher, head, _text_probe_anchors(learner, teacher, head, train_batches))
 
 
-def _text_probe_anchors(method, teacher, train_batches):
+def _text_probe_anchors(method, teacher, head, train_batches):
     """Probe anchors for a method that is not one of SeGP-CL's rows (a peer): DPGD with the run's method
-    settings toward the old classes' text only (a peer keeps no raw-space prototypes to aim at)."""
+    settings toward the old classes' text only (a peer keeps no raw-space prototypes to aim at), through the
+    method's feature head where it has one."""
     from ..method.anchors import build_anchors, pgd_settings
 
     with torch.no_grad():
@@ -405,6 +424,7 @@ def _text_probe_anchors(method, teacher, train_batches):
 
     def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = teacher.image_features(x)
+        f = f if head is None else head(f)
         return f, f
 
     return build_anchors(
@@ -437,12 +457,16 @@ def images_at(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], positions: t
 
 @torch.no_grad()
 def diagnose_task(
-    learner, teacher, stream, ordered_batches, t: int, probe=None, max_per_class: int = MAX_PER_CLASS
+    learner, diagnosis: Diagnosis, stream, ordered_batches, t: int, max_per_class: int = MAX_PER_CLASS
 ) -> dict:
-    """The diagnostic of task t (0-based, t >= 1) for the engine: `teacher` = the frozen model of task t-1,
-    the learner's model the student; `ordered_batches(dataset)` yields (images, labels) on the device; `probe`:
-    the anchors built for the diagnostic alone (Learner.probe_anchors) when the method builds none."""
+    """The diagnostic of task t (0-based, t >= 1) for the engine, called after the task's after_task (so the
+    student is the task's final model: ZSCL's weight average and RAPF's fusion included): `diagnosis` from
+    begin_diagnosis (the frozen model of task t-1, its feature head, the probe anchors built for the diagnostic
+    alone when the method builds none), the learner's model the student; `ordered_batches(dataset)` yields
+    (images, labels) on the device."""
     from torch.utils.data import Subset
+
+    teacher, probe = diagnosis.teacher, diagnosis.probe
 
     n_old, n_seen = stream.n_seen(t - 1), stream.n_seen(t)
     with learner.autocast():
@@ -472,6 +496,7 @@ def diagnose_task(
         new_batches=ordered_batches(Subset(new_ds, pick.tolist())),
         sharing=toy_sharing(stream, t),
         autocast=learner.autocast,
+        heads=(diagnosis.head, learner.feature_head()),
     )
     kind = "method" if own is not None else "probe" if probe is not None else None
     return {"task": t + 1, **entry, "anchors_source": kind, "max_per_class": max_per_class}

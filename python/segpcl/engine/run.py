@@ -125,11 +125,11 @@ class Run:
                 info.update(distributed.reduce_task_info(info))
             self.skipped["train"] += info.pop("skipped_images")
             times["train"] = time.perf_counter() - t0
-        if diagnosis is not None:
-            self._diagnose(t, diagnosis, times)
         t0 = time.perf_counter()
         info.update(method.after_task(t, self.loaders.task_batches(train_set)))
         times["after_task"] = time.perf_counter() - t0
+        if diagnosis is not None:  # the task's final model: after_task may average or fuse weights
+            self._diagnose(t, diagnosis, times)
         t0 = time.perf_counter()
         method.begin_eval(t)
         correct, total, self.skipped["test"] = evaluate_stream(
@@ -165,8 +165,7 @@ class Run:
         from ..analysis.drift import diagnose_task, drift_table
 
         t0 = time.perf_counter()
-        teacher, probe = diagnosis
-        self.drift.append(diagnose_task(self.method, teacher, self.stream, self.loaders.ordered_batches, t, probe))
+        self.drift.append(diagnose_task(self.method, diagnosis, self.stream, self.loaders.ordered_batches, t))
         times["diagnose"] += time.perf_counter() - t0
         log.info("%s", drift_table(self.drift[-1:]))
 

@@ -156,6 +156,12 @@ class ContinualMethod:
     def after_task(self, t: int, train_batches: Batches) -> dict:
         return {}
 
+    def feature_head(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The map the method applies, as it stands now, to CLIP's normalised image features [N, d] before it
+        compares them with the class text (None: none, CLIP's own). The drift diagnostic measures through it;
+        the returned function must not change when the method trains on (RAPF: a copy of its W)."""
+        return None
+
     # -- inference -----------------------------------------------------------------------------------
     @property
     def eval_text(self) -> torch.Tensor | None:

@@ -138,6 +138,11 @@ class RAPF(ContinualMethod):
         """Normalised W f of unnormalised embeddings [N, d] (float32, outside autocast)."""
         return F.normalize(feats.float() @ self.adapter.T, dim=-1)
 
+    def feature_head(self):
+        """normalise(W f) with a copy of the W of now: the drift diagnostic's view of RAPF's features."""
+        w = self.adapter.detach().clone()
+        return lambda feats: F.normalize(feats.float() @ w.T, dim=-1)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen image embeddings before normalisation (float32)."""
         with torch.no_grad(), self.autocast():
