@@ -60,3 +60,12 @@ def test_unknown_method_is_one_line_exit_2():
     assert res.exit_code == 2
     assert "nosuch" in res.output and "choose from" in res.output
     assert "Traceback" not in res.output
+
+
+def test_more_old_classes_than_images_in_an_eval_batch(tmp_path):
+    """The synthetic first task gives every old class an image (MG-CLIP's agent needs each class's mean), even
+    when --eval-batch-size is smaller than the number of old classes (a ViT-B/16 run on a CPU)."""
+    args = [*SMALL, "--classes", "20", "--eval-batch-size", "4", "--method", "mgclip"]
+    res = CliRunner().invoke(main, ["perf", "overhead", *args, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert [row["method"] for row in json.loads((tmp_path / "c.json").read_text())["methods"]] == ["lora", "mgclip"]

@@ -143,8 +143,9 @@ class _MethodRun:
         reference = torch.rand(cfg.batch_size, 3, H, H, generator=gen)  # ZSCL's reference set (synthetic)
         method = build_method(run_cfg, model, stream, device, autocast_factory(device, cfg.precision), reference)
         B = cfg.batch_size
+        pool = max(min(cfg.eval_batch_size, cfg.images_per_task), cfg.classes - cfg.increment)  # every class an image
         data = (
-            torch.rand(min(cfg.eval_batch_size, cfg.images_per_task), 3, H, H, generator=gen).to(device),
+            torch.rand(pool, 3, H, H, generator=gen).to(device),
             torch.rand(B, 3, H, H, generator=gen).to(device),
             (cfg.classes - cfg.increment + torch.randint(0, cfg.increment, (B,), generator=gen)).to(device),
             torch.rand(cfg.eval_batch_size, 3, H, H, generator=gen).to(device),
@@ -156,7 +157,9 @@ class _MethodRun:
         first = 0 if t == 0 else self.overhead.classes - self.overhead.increment
         size = self.overhead.classes - self.overhead.increment if t == 0 else self.overhead.increment
         labels = (first + torch.arange(len(self.pool)) % size).to(self.pool.device)
-        return TaskBatches(self.pool, labels, min(len(self.pool), self.overhead.images_per_task))
+        # task 0 (untimed: it only brings the method to a later task) reads the whole pool: an image per class
+        images = len(self.pool) if t == 0 else min(len(self.pool), self.overhead.images_per_task)
+        return TaskBatches(self.pool, labels, images)
 
     def step(self) -> None:
         """The trainer's step (engine/loop.py): loss, its one host sync, backward, clip, optimiser."""
