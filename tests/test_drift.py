@@ -230,6 +230,13 @@ def test_summary_command_over_run_folders(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     assert "| lora | 2 | 3.00 [" in capsys.readouterr().out  # R of the two runs: 2 and 4
     assert main([str(tmp_path / "lora-seed1" / "missing")]) == 1
+    # an ablation's setting row (method lora with --set) in a <row>-seed<N>-<hash> folder is its own group
+    run = tmp_path / "lora-tsgr-from2-seed1-0a1b2c"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"method": "lora", "drift": [_entry(2, [0.06, 0.01, 0.03, 0.01])]}))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| lora | 2 | 3.00 [" in out and "| lora-tsgr-from2 | 1 | 6.00 " in out
 
 
 def test_diagnose_survives_resume(tmp_path):

@@ -564,12 +564,12 @@ SUMMARY_KEYS = (
 
 
 def drift_summary(runs: list[dict]) -> dict:
-    """Per method: each key's per-run value (the mean over tasks) averaged over the runs (seeds), with a t-based
-    95 % interval over the runs."""
+    """Per method (or ablation row: a run's `row`, set by `main` from its folder name): each key's per-run value
+    (the mean over tasks) averaged over the runs (seeds), with a t-based 95 % interval over the runs."""
     by_method: dict[str, list[dict]] = {}
     for m in runs:
-        if m.get("drift"):
-            by_method.setdefault(str(m.get("method")), []).append(m)
+        if m.get("drift"):  # an ablation row (segpcl-tsgr-from2) is its own group, not its method's (segpcl)
+            by_method.setdefault(str(m.get("row") or m.get("method")), []).append(m)
     summary = {
         method: {key: _across([run_value(m, key) for m in ms]) for key in SUMMARY_KEYS}
         for method, ms in sorted(by_method.items(), key=lambda kv: (kv[0] != BASELINE, kv[0]))
@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m segpcl.analysis DIR...`: the drift summary of run directories, metrics.json files, or
     folders holding run directories (an ablation's --out), as a markdown table; writes nothing."""
     import json
+    import re
     import sys
     from pathlib import Path
 
@@ -605,9 +606,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for f in files:
         try:
-            runs.append(json.loads(f.read_text()))
+            run = json.loads(f.read_text())
         except (OSError, ValueError):
             print(f"skipped {f}: not readable JSON", file=sys.stderr)
+            continue
+        row = re.fullmatch(r"(.+)-seed\d+(-[0-9a-f]+)?", f.parent.name)  # an ablation's <row>-seed<N>[-<hash>]
+        if isinstance(run, dict) and row:
+            run["row"] = row.group(1)
+        runs.append(run)
     summary = drift_summary(runs)
     if not summary:
         print("no run with a drift diagnostic (train with --diagnose)", file=sys.stderr)
