@@ -12,7 +12,7 @@ from segpcl.cli import main
 SMALL = [
     "--model", "tiny", "--classes", "6", "--increment", "2", "--templates", "2", "--batch-size", "4",
     "--images-per-task", "12", "--eval-batch-size", "8", "--repeats", "2", "--warmup", "1", "--anchor-repeats", "1",
-    "--threads", "1", "--k-seed", "4", "--pgd-steps", "2", "--no-memory",
+    "--threads", "1", "--no-memory",
 ]  # fmt: skip
 
 
@@ -69,3 +69,10 @@ def test_more_old_classes_than_images_in_an_eval_batch(tmp_path):
     res = CliRunner().invoke(main, ["perf", "overhead", *args, "--json", str(tmp_path / "c.json")])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert [row["method"] for row in json.loads((tmp_path / "c.json").read_text())["methods"]] == ["lora", "mgclip"]
+
+
+def test_segpcl_anchor_options_are_refused_with_several_methods():
+    """--k-seed and the like set SeGP-CL's own report; with --method M,... every method takes its preset's settings,
+    so the option would be ignored and the table mislabelled: one line, exit 2."""
+    res = CliRunner().invoke(main, ["perf", "overhead", *SMALL, "--method", "rapf,segpcl", "--k-seed", "1"])
+    assert res.exit_code == 2 and "--k-seed" in res.output and "drop it" in res.output
