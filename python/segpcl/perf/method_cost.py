@@ -30,6 +30,7 @@ from dataclasses import asdict
 import torch
 
 from ..environment import environment
+from ..errors import ConfigError
 from .config import OverheadConfig, check_config
 from .timing import Timer, machine, stats
 from .workload import TaskBatches
@@ -41,6 +42,18 @@ REFERENCE = "lora"
 def measure_method_costs(cfg: OverheadConfig, methods: list[str], bench: str = "cifar100") -> dict:
     """Costs of `methods` and of `lora`, measured side by side (see the module docstring); the result dict."""
     check_config(cfg)
+    anchor_options = {
+        "--anchors-per-step": cfg.anchors_per_step,
+        "--k-seed": cfg.k_seed,
+        "--pgd-steps": cfg.pgd_steps,
+        "--sweep-anchors": cfg.sweep_anchors or None,
+    }
+    given = [name for name, value in anchor_options.items() if value is not None]
+    if given:  # silently ignored they would mislabel the table: each method runs with its --bench preset
+        raise ConfigError(
+            f"{', '.join(given)} set SeGP-CL's own report (--method segpcl alone); with several methods each "
+            f"runs with the settings of its --bench preset: drop {'them' if len(given) > 1 else 'it'}"
+        )
     threads = torch.get_num_threads()
     try:
         if cfg.threads is not None:
